@@ -1,0 +1,51 @@
+"""metricbus's core: typed events, the bus, the Sink protocol, stats and errors.
+
+Imports nothing heavy: no wandb, no tensorboardX, no torch, no numpy.
+"""
+
+from ._bus import MetricBus
+from ._config import RetryPolicy, SinkConfig, WhenFull
+from ._errors import (
+    BusClosed,
+    BusFull,
+    BusStateError,
+    DeliveryError,
+    InvalidConfig,
+    InvalidEvent,
+    MetricBusError,
+    SinkAlreadyAdded,
+    StopTraining,
+)
+from ._events import DEFAULT_ORIGIN, EVENT_TYPES, Context, Event, Histogram, Hparams, Metrics, Origin, Scalar, Text
+from ._sink import Sink
+from ._stats import DropReason, SinkState, SinkStats
+
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "EVENT_TYPES",
+    "BusClosed",
+    "BusFull",
+    "BusStateError",
+    "Context",
+    "DeliveryError",
+    "DropReason",
+    "Event",
+    "Histogram",
+    "Hparams",
+    "InvalidConfig",
+    "InvalidEvent",
+    "MetricBus",
+    "MetricBusError",
+    "Metrics",
+    "Origin",
+    "RetryPolicy",
+    "Scalar",
+    "Sink",
+    "SinkAlreadyAdded",
+    "SinkConfig",
+    "SinkState",
+    "SinkStats",
+    "StopTraining",
+    "Text",
+    "WhenFull",
+]

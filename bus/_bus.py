@@ -1,0 +1,244 @@
+"""MetricBus: fan-out of typed events to sinks, each with its own buffer, batching and policy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._config import RetryPolicy, SinkConfig, WhenFull
+from ._errors import BusClosed, BusFull, BusStateError, DeliveryError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
+from ._events import EVENT_TYPES, Event
+from ._route import Route
+from ._sink import Sink
+from ._stats import DropReason, SinkState, SinkStats
+
+__all__ = ["MetricBus"]
+
+log = logging.getLogger("metricbus")
+
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+
+
+class BusState(str, Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class MetricBus:
+    """An in-process bus: `async with MetricBus() as bus`, add sinks, publish events.
+
+    Each sink gets its own bounded buffer and task, so a slow or failing sink never holds up
+    another. Leaving the context drains every buffer within `shutdown_timeout` seconds and closes
+    every sink; if a sink failed or lost events, a `DeliveryError` is raised then (unless
+    `raise_on_loss=False`, or the body is already raising).
+    """
+
+    def __init__(
+        self,
+        sinks: Iterable[Sink] = (),
+        *,
+        shutdown_timeout: float = 10.0,
+        raise_on_loss: bool = True,
+    ) -> None:
+        if not shutdown_timeout > 0:
+            raise InvalidConfig(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
+        self.shutdown_timeout = shutdown_timeout
+        self.raise_on_loss = raise_on_loss
+        self._state = BusState.UNOPENED
+        self._routes: list[Route] = []
+        self._blocking: list[Route] = []
+        self._task_group: TaskGroup | None = None
+        self._publishes_since_yield = 0
+        for sink in sinks:
+            self.add_sink(sink)
+
+    # ---- lifecycle ----
+
+    async def __aenter__(self) -> MetricBus:
+        if self._state is not BusState.UNOPENED:
+            raise BusStateError(f"a MetricBus can be opened once; this one is {self._state.value}")
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._state = BusState.OPEN
+        for route in self._routes:
+            self._task_group.start_soon(route.run, name=f"metricbus sink {route.name}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None
+        self._state = BusState.CLOSING
+        for route in self._routes:
+            route.request_close()
+        with anyio.move_on_after(self.shutdown_timeout, shield=True):
+            for route in self._routes:
+                await route.done.wait()
+        for route in self._routes:
+            if not route.done.is_set():
+                log.error("sink %r did not finish within shutdown_timeout=%ss", route.name, self.shutdown_timeout)
+                route.abandon()
+        self._task_group.cancel_scope.cancel()  # only abandoned sinks are still running
+        await self._task_group.__aexit__(None, None, None)
+        self._state = BusState.CLOSED
+        if exc_type is None and self.raise_on_loss:
+            self._raise_on_loss()
+        return None
+
+    def _raise_on_loss(self) -> None:
+        stats = self.stats()
+        bad = [
+            s
+            for s in stats.values()
+            if s.state is SinkState.FAILED or any(reason != DropReason.FULL.value for reason in s.dropped)
+        ]
+        if bad:
+            lines = [f"{s.name}: {s.state.value}, dropped {s.dropped}, last error: {s.last_error}" for s in bad]
+            raise DeliveryError("some sinks did not receive every event:\n  " + "\n  ".join(lines), stats)
+
+    # ---- sinks ----
+
+    def add_sink(
+        self,
+        sink: Sink,
+        *,
+        name: str | None = None,
+        capacity: int = 10_000,
+        max_batch: int = 1_000,
+        max_interval: float = 1.0,
+        when_full: WhenFull = "block",
+        retry: RetryPolicy | None = None,
+        config: SinkConfig | None = None,
+    ) -> str:
+        """Attach a sink; returns its name on this bus (the key in `stats()`).
+
+        Pass either the individual settings or a ready `SinkConfig`. Sinks added while the bus is
+        open start receiving events published from then on.
+        """
+        if self._state in (BusState.CLOSING, BusState.CLOSED):
+            raise BusClosed("cannot add a sink to a closing or closed bus")
+        if not isinstance(sink, Sink):
+            raise InvalidConfig(f"expected a Sink, got {type(sink).__name__}")
+        if config is None:
+            config = SinkConfig(
+                capacity=capacity,
+                max_batch=max_batch,
+                max_interval=max_interval,
+                when_full=when_full,
+                retry=retry if retry is not None else RetryPolicy(),
+            )
+        name = name if name is not None else sink.name
+        for route in self._routes:
+            if route.sink is sink:
+                raise SinkAlreadyAdded(f"this {type(sink).__name__} is already on the bus as {route.name!r}")
+            if route.name == name:
+                raise SinkAlreadyAdded(f"a sink named {name!r} is already on the bus; pass name=... to add_sink")
+        route = Route(name, sink, config)
+        self._routes.append(route)
+        if route.blocks:
+            self._blocking.append(route)
+        if self._task_group is not None and self._state is BusState.OPEN:
+            self._task_group.start_soon(route.run, name=f"metricbus sink {name}")
+        return name
+
+    @property
+    def sink_names(self) -> list[str]:
+        return [route.name for route in self._routes]
+
+    # ---- publishing ----
+
+    async def publish(self, event: Event) -> None:
+        """Deliver one event to every sink, waiting while a `block` sink is full (backpressure)."""
+        self._check_publishable((event,))
+        while (full := self._first_full(1)) is not None:
+            await full.wait_for_room()
+            self._check_open()
+        self._deliver(event)
+        self._publishes_since_yield += 1
+        if self._publishes_since_yield >= 256:
+            # A producer that never awaits anything else would starve the sink tasks.
+            self._publishes_since_yield = 0
+            await anyio.lowlevel.checkpoint()
+
+    def publish_nowait(self, event: Event) -> None:
+        """Deliver one event without waiting. Raises `BusFull` (and delivers nowhere) if a `block`
+        sink has no room; drop-policy sinks apply their policy."""
+        self._check_publishable((event,))
+        full = self._first_full(1)
+        if full is not None:
+            raise BusFull(f"sink {full.name!r} is full ({full.config.capacity} events) and its policy is 'block'")
+        self._deliver(event)
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """Deliver a batch in order, waiting for room in `block` sinks as needed. The cheapest way
+        to move many events: per-event cost is a list slice and a deque extend."""
+        self._check_publishable(events)
+        start, total = 0, len(events)
+        while start < total:
+            room = min((route.room() for route in self._blocking), default=total)
+            if room == 0:
+                full = self._first_full(1)
+                assert full is not None
+                await full.wait_for_room()
+                self._check_open()
+                continue
+            chunk = events[start : start + room] if (start, room) != (0, total) else events
+            for route in self._routes:
+                route.offer_many(_accepted(chunk, route))
+            start += len(chunk)
+        await anyio.lowlevel.checkpoint()
+
+    def _deliver(self, event: Event) -> None:
+        kind = type(event)
+        for route in self._routes:
+            if route.accepts is None or kind in route.accepts:
+                route.offer(event)
+
+    def _first_full(self, n: int) -> Route | None:
+        for route in self._blocking:
+            if not route.has_room(n):
+                return route
+        return None
+
+    def _check_open(self) -> None:
+        if self._state is not BusState.OPEN:
+            if self._state is BusState.UNOPENED:
+                raise BusStateError("the bus is not open yet: use `async with MetricBus() as bus`")
+            raise BusClosed(f"the bus is {self._state.value}; nothing more can be published")
+
+    def _check_publishable(self, events: Sequence[Event]) -> None:
+        self._check_open()
+        for event in events:
+            if type(event) not in _EVENT_TYPES:
+                raise InvalidEvent("event", event, f"must be one of {', '.join(t.__name__ for t in EVENT_TYPES)}")
+
+    # ---- flushing and stats ----
+
+    async def flush(self) -> None:
+        """Return once every event published before this call is written and every sink flushed
+        (or the sink has failed, in which case the stats say what it dropped)."""
+        self._check_open()
+        waiters = [route.request_flush() for route in self._routes]
+        for waiter in waiters:
+            await waiter.wait()
+
+    def stats(self) -> Mapping[str, SinkStats]:
+        """A snapshot of every sink's counters, keyed by sink name."""
+        return {route.name: route.stats() for route in self._routes}
+
+
+def _accepted(events: Sequence[Event], route: Route) -> Sequence[Event]:
+    accepts = route.accepts
+    if accepts is None:
+        return events
+    return [event for event in events if type(event) in accepts]

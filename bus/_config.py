@@ -1,0 +1,66 @@
+"""Per-sink delivery settings: buffer size, batching, when-full policy and retries.
+
+One documented type used by every sink (Vector's `batch`/`buffer` settings play the same role).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import msgspec
+
+from ._errors import InvalidConfig
+
+__all__ = ["RetryPolicy", "SinkConfig", "WhenFull"]
+
+WhenFull = Literal["block", "drop_oldest", "drop_newest"]
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    """How a failing `write_batch` is retried: `max_attempts` tries in all, waiting
+    `backoff * 2**n` seconds (capped at `max_backoff`) between them. When a batch still fails after
+    the last attempt the sink is marked failed and everything it would have received is counted
+    as dropped with reason "sink_failed"."""
+
+    max_attempts: int = 5
+    backoff: float = 0.05
+    max_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidConfig(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not (0 <= self.backoff <= self.max_backoff):
+            raise InvalidConfig(f"need 0 <= backoff <= max_backoff, got {self.backoff}, {self.max_backoff}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+
+
+class SinkConfig(msgspec.Struct, frozen=True):
+    """How the bus feeds one sink.
+
+    capacity:     events buffered for this sink before `when_full` applies. Size it to cover the
+                  longest pause you expect from the sink: at 10 scalars per 1 ms step a sink that
+                  pauses for 0.5 s needs 5,000.
+    max_batch:    most events handed to one `write_batch` call.
+    max_interval: seconds an event may wait for a batch to fill before it is written anyway.
+    when_full:    "block" (lossless; publishers wait), "drop_oldest", or "drop_newest".
+    """
+
+    capacity: int = 10_000
+    max_batch: int = 1_000
+    max_interval: float = 1.0
+    when_full: WhenFull = "block"
+    retry: RetryPolicy = RetryPolicy()
+
+    def __post_init__(self) -> None:
+        if self.when_full not in get_args(WhenFull):
+            raise InvalidConfig(f"when_full must be one of {get_args(WhenFull)}, got {self.when_full!r}")
+        if not isinstance(self.capacity, int) or self.capacity < 1:
+            raise InvalidConfig(f"capacity must be an int >= 1, got {self.capacity!r}")
+        if not isinstance(self.max_batch, int) or not 1 <= self.max_batch:
+            raise InvalidConfig(f"max_batch must be an int >= 1, got {self.max_batch!r}")
+        if not (self.max_interval > 0 and math.isfinite(self.max_interval)):
+            raise InvalidConfig(f"max_interval must be a positive number of seconds, got {self.max_interval!r}")

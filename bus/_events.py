@@ -1,0 +1,196 @@
+"""The typed events: one flat, tagged union of frozen msgspec Structs.
+
+Every event knows where it came from (`origin`), when (`wall_time`, `step`) and, optionally, in
+which part of the run (`context`). Constructors validate and coerce their fields, so a bad value
+raises `InvalidEvent` at the call that built it, never inside a sink task.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TypeAlias
+
+import msgspec
+from msgspec.structs import force_setattr
+
+from ._errors import InvalidEvent
+from ._validate import as_float_list, as_name, as_param, as_step, as_text, as_value, as_values
+
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "EVENT_TYPES",
+    "Context",
+    "Event",
+    "Histogram",
+    "Hparams",
+    "Metrics",
+    "Origin",
+    "Scalar",
+    "Text",
+]
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def _check_identifier(value: str, field: str) -> None:
+    if type(value) is not str:
+        raise InvalidEvent(field, value, f"must be a str, not {type(value).__name__}")
+    if value and (not _IDENTIFIER.fullmatch(value) or value in (".", "..")):
+        raise InvalidEvent(field, value, "must be 1-128 characters of letters, digits, '_', '.', '-'")
+
+
+class Origin(msgspec.Struct, frozen=True):
+    """Which process produced an event: a federated site, a node, a rank. Sinks place events by
+    `label` (one TensorBoard run / one W&B run per origin)."""
+
+    site: str = ""
+    node: str = ""
+    rank: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_identifier(self.site, "origin.site")
+        _check_identifier(self.node, "origin.node")
+        if self.rank is not None:
+            force_setattr(self, "rank", as_step(self.rank, "origin.rank"))
+
+    @property
+    def label(self) -> str:
+        """A short, path-safe name: 'site-1/rank0', 'node3', or 'main' for the default origin."""
+        parts = [p for p in (self.site, self.node) if p]
+        if self.rank is not None:
+            parts.append(f"rank{self.rank}")
+        return "/".join(parts) or "main"
+
+
+DEFAULT_ORIGIN = Origin()
+
+
+class Context(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Where in the run an event belongs, when the step alone does not say it."""
+
+    epoch: int | None = None
+    round: int | None = None
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.epoch is not None:
+            force_setattr(self, "epoch", as_step(self.epoch, "context.epoch"))
+        if self.round is not None:
+            force_setattr(self, "round", as_step(self.round, "context.round"))
+        if self.task is not None:
+            force_setattr(self, "task", as_name(self.task, "context.task"))
+
+
+class _Base(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=str.lower):
+    """Fields every event carries; keyword-only, after each event's own fields."""
+
+    wall_time: float = msgspec.field(default_factory=time.time)
+    origin: Origin = DEFAULT_ORIGIN
+    context: Context | None = None
+
+    def _check_base(self) -> None:
+        if type(self.wall_time) is not float:
+            force_setattr(self, "wall_time", as_value(self.wall_time, "wall_time"))
+        if type(self.origin) is not Origin:
+            raise InvalidEvent("origin", self.origin, "must be an Origin")
+        if self.context is not None and type(self.context) is not Context:
+            raise InvalidEvent("context", self.context, "must be a Context or None")
+
+
+class Scalar(_Base):
+    """One named value at one step: `Scalar("train/loss", 0.31, step=10)`."""
+
+    name: str
+    value: float
+    step: int
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        if type(self.value) is not float:
+            force_setattr(self, "value", as_value(self.value))
+        if type(self.step) is not int or self.step < 0:
+            force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+class Metrics(_Base):
+    """Many named values at one step: the unit of `wandb.log` and Lightning's `log_metrics`."""
+
+    values: dict[str, float]
+    step: int
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "values", as_values(self.values))
+        if type(self.step) is not int or self.step < 0:
+            force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+class Histogram(_Base):
+    """A distribution at one step: raw `values`, or precomputed `bucket_limits` (right edges) with
+    `bucket_counts`. Sinks bin raw values themselves, off the training thread."""
+
+    name: str
+    step: int
+    values: tuple[float, ...] | None = None
+    bucket_limits: tuple[float, ...] | None = None
+    bucket_counts: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        force_setattr(self, "step", as_step(self.step))
+        has_values = self.values is not None
+        has_bins = self.bucket_limits is not None or self.bucket_counts is not None
+        if has_values == has_bins:
+            raise InvalidEvent("values", self.values, "give either values or bucket_limits with bucket_counts")
+        if has_values:
+            values = as_float_list(self.values, "values")
+            if not values:
+                raise InvalidEvent("values", self.values, "must not be empty")
+            force_setattr(self, "values", values)
+        else:
+            limits = as_float_list(self.bucket_limits, "bucket_limits")
+            counts = as_float_list(self.bucket_counts, "bucket_counts")
+            if not limits or len(limits) != len(counts):
+                raise InvalidEvent("bucket_counts", self.bucket_counts, "needs one count per bucket limit")
+            if any(b <= a for a, b in zip(limits, limits[1:])):
+                raise InvalidEvent("bucket_limits", self.bucket_limits, "must be strictly increasing")
+            force_setattr(self, "bucket_limits", limits)
+            force_setattr(self, "bucket_counts", counts)
+        self._check_base()
+
+
+class Text(_Base):
+    """A piece of text at one step (a sample, a note, a config dump)."""
+
+    name: str
+    text: str
+    step: int
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        as_text(self.text)
+        force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+class Hparams(_Base):
+    """The run's hyperparameters, optionally with the metrics they produced."""
+
+    params: dict[str, str | float | int | bool]
+    metrics: dict[str, float] = {}
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, dict):
+            raise InvalidEvent("params", self.params, "must be a dict of names to str/int/float/bool")
+        params = {as_name(k, "params key"): as_param(v, f"params[{k!r}]") for k, v in self.params.items()}
+        force_setattr(self, "params", params)
+        force_setattr(self, "metrics", as_values(self.metrics, "metrics"))
+        force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+Event: TypeAlias = Scalar | Metrics | Histogram | Text | Hparams
+EVENT_TYPES: tuple[type[Event], ...] = (Scalar, Metrics, Histogram, Text, Hparams)

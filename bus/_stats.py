@@ -1,0 +1,51 @@
+"""Immutable per-sink statistics: what the bus did with every event it was given."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import msgspec
+
+__all__ = ["DropReason", "SinkState", "SinkStats"]
+
+
+class SinkState(str, Enum):
+    """Lifecycle of one sink on a bus."""
+
+    PENDING = "pending"  # added, its task not started yet
+    OPEN = "open"
+    FAILED = "failed"  # gave up after retries; its events are counted as dropped
+    CLOSED = "closed"
+
+
+class DropReason(str, Enum):
+    """Why an event did not reach a sink."""
+
+    FULL = "full"  # the buffer was full and the policy said drop (drop_oldest / drop_newest)
+    SINK_FAILED = "sink_failed"  # the sink failed (open or retries exhausted)
+    SHUTDOWN_TIMEOUT = "shutdown_timeout"  # still queued when the shutdown grace period ran out
+    REJECTED = "rejected"  # the sink itself refused the event (it reports why in last_error)
+
+
+class SinkStats(msgspec.Struct, frozen=True):
+    """One sink's counters at one moment. Always: published == delivered + dropped + queued + in_flight."""
+
+    name: str
+    state: SinkState
+    published: int
+    delivered: int
+    dropped: dict[str, int]
+    queued: int
+    in_flight: int
+    batches: int
+    failed_attempts: int
+    last_error: str | None = None
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def balanced(self) -> bool:
+        """True when every published event is accounted for."""
+        return self.published == self.delivered + self.dropped_total + self.queued + self.in_flight

@@ -1,0 +1,3 @@
+"""Producers: how training code reaches the bus."""
+
+__all__: list[str] = []
