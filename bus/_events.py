@@ -40,7 +40,7 @@ def _check_identifier(value: str, field: str) -> None:
         raise InvalidEvent(field, value, "must be 1-128 characters of letters, digits, '_', '.', '-'")
 
 
-class Origin(msgspec.Struct, frozen=True):
+class Origin(msgspec.Struct, frozen=True, omit_defaults=True):
     """Which process produced an event: a federated site, a node, a rank. Sinks place events by
     `label` (one TensorBoard run / one W&B run per origin)."""
 
@@ -82,7 +82,7 @@ class Context(msgspec.Struct, frozen=True, omit_defaults=True):
             force_setattr(self, "task", as_name(self.task, "context.task"))
 
 
-class _Base(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag=str.lower):
+class _Base(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag=str.lower):
     """Fields every event carries; keyword-only, after each event's own fields."""
 
     wall_time: float = msgspec.field(default_factory=time.time)

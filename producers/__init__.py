@@ -1,3 +1,5 @@
 """Producers: how training code reaches the bus."""
 
-__all__: list[str] = []
+from ._logger import MetricLogger
+
+__all__ = ["MetricLogger"]

@@ -1,0 +1,305 @@
+"""MetricLogger: the synchronous front door for an ordinary training loop.
+
+The training thread builds a validated event and appends it to a deque (a few hundred ns); a
+background thread runs one `MetricBus` and drains the deque in batches every `poll_interval`.
+No per-call thread hand-off, no lock, no await on the training thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from types import FrameType, TracebackType
+from typing import Any
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from bus import (
+    DEFAULT_ORIGIN,
+    BusClosed,
+    BusFull,
+    Context,
+    Event,
+    Histogram,
+    Hparams,
+    InvalidConfig,
+    MetricBus,
+    Metrics,
+    Origin,
+    Scalar,
+    Sink,
+    SinkStats,
+    Text,
+)
+
+__all__ = ["MetricLogger"]
+
+log = logging.getLogger("metricbus")
+
+
+def _backend_options(use_uvloop: bool | None) -> dict[str, Any]:
+    if use_uvloop is False:
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if use_uvloop:
+            raise InvalidConfig("use_uvloop=True but uvloop is not installed (pip install 'metricbus[fast]')") from None
+        return {}
+    return {"use_uvloop": True}
+
+
+class MetricLogger:
+    """Log from synchronous code; events reach the sinks from a background thread.
+
+        with MetricLogger(sinks=[CsvSink("runs/exp1/metrics.csv")]) as log:
+            for step in range(n):
+                log.scalars({"loss": loss, "lr": lr}, step=step)   # returns at once
+
+    `sinks` are added with default settings; use `add_sink(sink, when_full=..., ...)` for others.
+    When `pending_limit` events wait for the bus (only when a `block` sink is full), logging
+    blocks up to `block_timeout` seconds and then raises `BusFull`; with only drop-policy sinks it
+    never blocks and counts the overflow in `dropped_before_bus`.
+    """
+
+    def __init__(
+        self,
+        sinks: Iterable[Sink] = (),
+        *,
+        origin: Origin = DEFAULT_ORIGIN,
+        context: Context | None = None,
+        shutdown_timeout: float = 10.0,
+        raise_on_loss: bool = True,
+        pending_limit: int = 100_000,
+        block_timeout: float = 30.0,
+        poll_interval: float = 0.01,
+        use_uvloop: bool | None = None,
+        handle_sigterm: bool = True,
+    ) -> None:
+        if pending_limit < 1 or block_timeout <= 0 or poll_interval <= 0:
+            raise InvalidConfig("pending_limit, block_timeout and poll_interval must be positive")
+        self.origin = origin
+        self.context = context
+        self.pending_limit = pending_limit
+        self.block_timeout = block_timeout
+        self.poll_interval = poll_interval
+        self.dropped_before_bus = 0
+        self._pending: deque[Event] = deque()
+        self._room = threading.Event()
+        self._closed = False
+        self._bus = MetricBus(sinks, shutdown_timeout=shutdown_timeout, raise_on_loss=raise_on_loss)
+        self._portal: BlockingPortal | None = None
+        self._stop: anyio.Event | None = None
+        self._drain_lock: anyio.Lock | None = None
+        self._error: BaseException | None = None
+        self._final_stats: Mapping[str, SinkStats] = {}
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=anyio.run,
+            args=(self._main,),
+            kwargs={"backend": "asyncio", "backend_options": _backend_options(use_uvloop)},
+            name="metricbus",
+            daemon=True,  # atexit below drains it; a daemon thread never blocks interpreter exit
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        atexit.register(self.close)
+        self._previous_sigterm: Any = None
+        if handle_sigterm:
+            self._install_sigterm()
+
+    # ---- the training thread's hot path ----
+
+    def scalar(self, name: str, value: float, step: int, *, wall_time: float | None = None) -> None:
+        """Log one value. Raises `InvalidEvent` here, at the call, for a bad name/value/step."""
+        if wall_time is None:
+            event = Scalar(name, value, step, origin=self.origin, context=self.context)
+        else:
+            event = Scalar(name, value, step, wall_time=wall_time, origin=self.origin, context=self.context)
+        self._put(event)
+
+    def scalars(self, values: Mapping[str, float], step: int, *, wall_time: float | None = None) -> None:
+        """Log many values at one step as one `Metrics` event (one W&B row, one CSV row)."""
+        if wall_time is None:
+            event = Metrics(values, step, origin=self.origin, context=self.context)  # type: ignore[arg-type]
+        else:
+            event = Metrics(values, step, wall_time=wall_time, origin=self.origin, context=self.context)  # type: ignore[arg-type]
+        self._put(event)
+
+    def histogram(self, name: str, values: Any, step: int) -> None:
+        """Log a distribution (list, numpy array or tensor); sinks bin it off this thread."""
+        self._put(Histogram(name, step, values=values, origin=self.origin, context=self.context))
+
+    def text(self, name: str, text: str, step: int) -> None:
+        self._put(Text(name, text, step, origin=self.origin, context=self.context))
+
+    def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
+        """Log the run's hyperparameters (and, optionally, the metrics they produced)."""
+        self._put(Hparams(dict(params), dict(metrics or {}), origin=self.origin, context=self.context))
+
+    def publish(self, event: Event) -> None:
+        """Log a ready-made event as is (its own origin and context are kept)."""
+        self._put(event)
+
+    def _put(self, event: Event) -> None:
+        if self._closed:
+            raise BusClosed("this MetricLogger is closed")
+        pending = self._pending
+        if len(pending) >= self.pending_limit and not self._make_room():
+            return
+        pending.append(event)
+
+    def _make_room(self) -> bool:
+        """The bus is behind. Wait for room if some sink is lossless, else drop (and count)."""
+        if not self._bus._blocking:
+            self.dropped_before_bus += 1
+            return False
+        deadline = time.monotonic() + self.block_timeout
+        while len(self._pending) >= self.pending_limit:
+            self._room.clear()
+            if len(self._pending) < self.pending_limit:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._room.wait(remaining):
+                raise BusFull(f"a 'block' sink kept the logger full for {self.block_timeout}s; see log.stats()")
+        return True
+
+    # ---- control from the training thread ----
+
+    def add_sink(self, sink: Sink, **options: Any) -> str:
+        """Attach another sink while running; `options` as for `MetricBus.add_sink`."""
+        return self._call(lambda: self._bus.add_sink(sink, **options))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything logged so far is written by every sink."""
+
+        async def flush() -> None:
+            with anyio.fail_after(timeout):
+                await self._drain()
+                await self._bus.flush()
+
+        self._call_async(flush)
+
+    def stats(self) -> Mapping[str, SinkStats]:
+        """Per-sink counters, including everything logged so far (pending events are handed to
+        the bus first, so the counters balance)."""
+        if self._portal is None:
+            return self._final_stats
+
+        async def drained_stats() -> Mapping[str, SinkStats]:
+            await self._drain()
+            return self._bus.stats()
+
+        return self._call_async(drained_stats)
+
+    def close(self) -> None:
+        """Drain every buffer into the sinks (within `shutdown_timeout`), close them and stop the
+        background thread. Raises `DeliveryError` if some sink failed or lost events."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._restore_sigterm()
+        portal, stop = self._portal, self._stop
+        if portal is not None and stop is not None:
+            try:
+                portal.call(stop.set)
+            except RuntimeError:
+                pass  # the loop already ended; _error says why
+        self._thread.join(self._bus.shutdown_timeout + 5.0)
+        if self._thread.is_alive():
+            log.error("metricbus thread did not stop within shutdown_timeout + 5 s")
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> MetricLogger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc_type is None:
+                raise
+            log.exception("metricbus: error while closing during another exception")
+
+    # ---- the background thread ----
+
+    async def _main(self) -> None:
+        self._stop = anyio.Event()
+        self._drain_lock = anyio.Lock()
+        try:
+            async with self._bus, BlockingPortal() as portal:
+                self._portal = portal
+                self._ready.set()
+                while not self._stop.is_set():
+                    with anyio.move_on_after(self.poll_interval):
+                        await self._stop.wait()
+                    await self._drain()
+                self._portal = None
+                await self._drain()
+        except BaseException as exc:  # surfaced to the training thread by close()
+            self._error = exc
+        finally:
+            self._portal = None
+            self._final_stats = self._bus.stats()
+            self._room.set()
+            self._ready.set()
+
+    async def _drain(self) -> None:
+        assert self._drain_lock is not None
+        async with self._drain_lock:  # one drain at a time keeps each producer's order
+            pending = self._pending
+            n = len(pending)
+            if not n:
+                return
+            pop = pending.popleft
+            batch = [pop() for _ in range(n)]
+            self._room.set()
+            await self._bus.publish_many(batch)
+
+    def _call(self, fn: Any) -> Any:
+        portal = self._portal
+        if portal is None or self._closed:
+            raise BusClosed("this MetricLogger is closed")
+        return portal.call(fn)
+
+    def _call_async(self, fn: Any) -> Any:
+        portal = self._portal
+        if portal is None:
+            raise BusClosed("this MetricLogger is closed")
+        return portal.call(fn)
+
+    # ---- SIGTERM: turn it into SystemExit so `with` blocks and atexit drain the sinks ----
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        self._previous_sigterm = signal.SIG_DFL
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is None or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is _raise_system_exit:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._previous_sigterm = None
+
+
+def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

@@ -1,0 +1,67 @@
+"""CallbackSink: hand events to a plain function, per value (OpenFL's signature) or per batch.
+
+OpenFL's `log_metric_callback(node_name, task_name, metric_name, metric, round_number)` plugs in
+unchanged. The function runs in a worker thread, so a slow callback never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import anyio
+
+from bus import Event, InvalidConfig, Metrics, Scalar, Sink
+
+__all__ = ["CallbackSink", "metric_calls"]
+
+MetricCallback = Callable[[str, str, str, float, int], Any]
+BatchCallback = Callable[[Sequence[Event]], Any]
+
+
+def metric_calls(events: Sequence[Event]) -> Iterator[tuple[str, str, str, float, int]]:
+    """(node_name, task_name, metric_name, metric, round_number) for every value in `events`.
+
+    node_name is the origin's label, task_name the context's task ("" if none), and
+    round_number the context's round, or the step when the event has no round.
+    """
+    for event in events:
+        ctx = event.context
+        task = ctx.task if ctx is not None and ctx.task is not None else ""
+        rnd = ctx.round if ctx is not None and ctx.round is not None else event.step
+        node = event.origin.label
+        if type(event) is Scalar:
+            yield (node, task, event.name, event.value, rnd)
+        elif type(event) is Metrics:
+            for name, value in event.values.items():
+                yield (node, task, name, value, rnd)
+
+
+class CallbackSink(Sink):
+    """Calls `fn` for every metric value (`per="metric"`, the OpenFL signature) or once per batch
+    with the list of events (`per="batch"`, every event type)."""
+
+    def __init__(self, fn: Callable[..., Any], *, per: Literal["metric", "batch"] = "metric") -> None:
+        if per not in ("metric", "batch"):
+            raise InvalidConfig(f"per must be 'metric' or 'batch', got {per!r}")
+        if not callable(fn):
+            raise InvalidConfig(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.per = per
+        if per == "metric":
+            self.accepts = (Scalar, Metrics)  # type: ignore[misc]
+
+    @property
+    def name(self) -> str:
+        return f"callback:{getattr(self.fn, '__name__', type(self.fn).__name__)}"
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        await anyio.to_thread.run_sync(self._call, events)
+
+    def _call(self, events: Sequence[Event]) -> None:
+        if self.per == "batch":
+            self.fn(list(events))
+            return
+        fn = self.fn
+        for call in metric_calls(events):
+            fn(*call)
