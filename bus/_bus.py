@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from types import TracebackType
 
@@ -56,6 +56,7 @@ class MetricBus:
         self._blocking: list[Route] = []
         self._task_group: TaskGroup | None = None
         self._publishes_since_yield = 0
+        self._producers: list[tuple[Callable[[MetricBus], Awaitable[None]], anyio.CancelScope]] = []
         for sink in sinks:
             self.add_sink(sink)
 
@@ -69,6 +70,8 @@ class MetricBus:
         self._state = BusState.OPEN
         for route in self._routes:
             self._task_group.start_soon(route.run, name=f"metricbus sink {route.name}")
+        for fn, scope in self._producers:
+            self._task_group.start_soon(self._run_producer, fn, scope)
         return self
 
     async def __aexit__(
@@ -79,6 +82,8 @@ class MetricBus:
     ) -> bool | None:
         assert self._task_group is not None
         self._state = BusState.CLOSING
+        for _, scope in self._producers:
+            scope.cancel()
         for route in self._routes:
             route.request_close()
         with anyio.move_on_after(self.shutdown_timeout, shield=True):
@@ -150,6 +155,25 @@ class MetricBus:
         if self._task_group is not None and self._state is BusState.OPEN:
             self._task_group.start_soon(route.run, name=f"metricbus sink {name}")
         return name
+
+    def add_producer(self, fn: Callable[[MetricBus], Awaitable[None]]) -> None:
+        """Run `fn(bus)` as a task on the bus (a sampler, a bridge); it is cancelled when the bus
+        starts closing, before the sinks drain. An exception in it is logged, never raised."""
+        if self._state in (BusState.CLOSING, BusState.CLOSED):
+            raise BusClosed("cannot add a producer to a closing or closed bus")
+        entry = (fn, anyio.CancelScope())
+        self._producers.append(entry)
+        if self._task_group is not None and self._state is BusState.OPEN:
+            self._task_group.start_soon(self._run_producer, *entry)
+
+    async def _run_producer(self, fn: Callable[[MetricBus], Awaitable[None]], scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                await fn(self)
+            except BusClosed:
+                pass
+            except Exception:  # a producer's bug must not take the sinks down with it
+                log.exception("metricbus producer %r failed", fn)
 
     @property
     def sink_names(self) -> list[str]:

@@ -25,6 +25,7 @@ from bus import (
     BusClosed,
     BusFull,
     Context,
+    StopTraining,
     Event,
     Histogram,
     Hparams,
@@ -93,6 +94,7 @@ class MetricLogger:
         self._pending: deque[Event] = deque()
         self._room = threading.Event()
         self._closed = False
+        self._stop_reason: str | None = None
         self._bus = MetricBus(sinks, shutdown_timeout=shutdown_timeout, raise_on_loss=raise_on_loss)
         self._portal: BlockingPortal | None = None
         self._stop: anyio.Event | None = None
@@ -156,6 +158,18 @@ class MetricLogger:
         if len(pending) >= self.pending_limit and not self._make_room():
             return
         pending.append(event)
+        if self._stop_reason is not None:
+            self._raise_stop()
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the training loop to stop: the next logging call raises `StopTraining(reason)`
+        (after the event it carries has been queued). Safe to call from any thread."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def _raise_stop(self) -> None:
+        reason, self._stop_reason = self._stop_reason, None
+        raise StopTraining(reason)
 
     def _make_room(self) -> bool:
         """The bus is behind. Wait for room if some sink is lossless, else drop (and count)."""
@@ -177,6 +191,15 @@ class MetricLogger:
     def add_sink(self, sink: Sink, **options: Any) -> str:
         """Attach another sink while running; `options` as for `MetricBus.add_sink`."""
         return self._call(lambda: self._bus.add_sink(sink, **options))
+
+    def add_producer(self, fn: Any) -> None:
+        """Run `async fn(bus)` on the bus's thread until close (see `MetricBus.add_producer`)."""
+        self._call(lambda: self._bus.add_producer(fn))
+
+    @property
+    def bus(self) -> MetricBus:
+        """The bus behind this logger. Use it only from its own thread (producers, sinks)."""
+        return self._bus
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything logged so far is written by every sink."""

@@ -1,4 +1,11 @@
-"""Built-in sinks. Heavy libraries (tensorboardX, wandb) are imported only by their own sink."""
+"""Built-in sinks.
+
+The TensorBoard, W&B and console sinks are loaded on first use, so `import sinks` never imports
+tensorboardX, wandb or rich.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from bus import Sink
 
@@ -7,4 +14,29 @@ from ._csv import CsvSink
 from ._jsonl import JsonlSink, iter_jsonl, read_jsonl
 from ._memory import MemorySink
 
-__all__ = ["CallbackSink", "CsvSink", "JsonlSink", "MemorySink", "Sink", "iter_jsonl", "metric_calls", "read_jsonl"]
+if TYPE_CHECKING:
+    from ._console import ConsoleSink
+    from ._tensorboard import TensorBoardSink
+    from ._wandb import WandbSink
+
+_LAZY = {"TensorBoardSink": "._tensorboard", "WandbSink": "._wandb", "ConsoleSink": "._console"}
+
+__all__ = [
+    "CallbackSink",
+    "ConsoleSink",
+    "CsvSink",
+    "JsonlSink",
+    "MemorySink",
+    "Sink",
+    "TensorBoardSink",
+    "WandbSink",
+    "iter_jsonl",
+    "metric_calls",
+    "read_jsonl",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
