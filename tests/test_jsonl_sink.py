@@ -1,0 +1,67 @@
+"""JsonlSink: reading the file back gives equal events, NaN/±inf, unicode and odd names included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bus import Context, Event, Histogram, MetricBus, Metrics, Origin, Scalar, Text
+from sinks import JsonlSink, read_jsonl
+from tests.helpers import normalized
+
+names = st.text(min_size=1, max_size=40)
+floats = st.floats(allow_nan=True, allow_infinity=True)
+steps = st.integers(min_value=0, max_value=2**62)
+origins = st.builds(
+    Origin,
+    site=st.from_regex(r"[A-Za-z0-9_\-]{0,8}", fullmatch=True),
+    rank=st.none() | st.integers(0, 1024),
+)
+contexts = st.none() | st.builds(Context, epoch=st.none() | st.integers(0, 100), task=st.none() | names)
+common = {"wall_time": st.floats(0, 4e9), "origin": origins, "context": contexts}
+
+events = st.one_of(
+    st.builds(Scalar, names, floats, steps, **common),
+    st.builds(Metrics, st.dictionaries(names, floats, min_size=1, max_size=5), steps, **common),
+    st.builds(Text, names, st.text(max_size=200), steps, **common),
+    st.builds(Histogram, names, steps, values=st.lists(floats, min_size=1, max_size=20), **common),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(events, min_size=1, max_size=30))
+def test_jsonl_round_trip_gives_equal_events(tmp_path_factory: object, batch: list[Event]) -> None:
+    path = tmp_path_factory.mktemp("jsonl") / "events.jsonl"  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        async with MetricBus() as bus:
+            bus.add_sink(JsonlSink(path))
+            await bus.publish_many(batch)
+
+    anyio.run(main)
+    back = read_jsonl(path)
+    assert [type(e) for e in back] == [type(e) for e in batch]
+    assert normalized(back) == normalized(batch)
+
+
+def test_a_torn_last_line_is_skipped_but_a_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
+    import msgspec
+    import pytest
+
+    path = tmp_path / "e.jsonl"
+
+    async def main() -> None:
+        async with MetricBus() as bus:
+            bus.add_sink(JsonlSink(path))
+            await bus.publish_many([Scalar("x", float(i), step=i) for i in range(3)])
+
+    anyio.run(main)
+    with open(path, "ab") as f:
+        f.write(b'{"kind":"scalar","name":"x","va')
+    assert [e.step for e in read_jsonl(path)] == [0, 1, 2]  # type: ignore[union-attr]
+    path.write_bytes(b'{"kind":"scalar"\n' + path.read_bytes())
+    with pytest.raises(msgspec.DecodeError):
+        read_jsonl(path)
