@@ -183,8 +183,9 @@ class MetricBus:
 
     async def publish(self, event: Event) -> None:
         """Deliver one event to every sink, waiting while a `block` sink is full (backpressure)."""
-        self._check_publishable((event,))
-        while (full := self._first_full(1)) is not None:
+        if self._state is not BusState.OPEN or type(event) not in _EVENT_TYPES:
+            self._check_publishable((event,))
+        while (full := self._first_full()) is not None:
             await full.wait_for_room()
             self._check_open()
         self._deliver(event)
@@ -197,10 +198,11 @@ class MetricBus:
     def publish_nowait(self, event: Event) -> None:
         """Deliver one event without waiting. Raises `BusFull` (and delivers nowhere) if a `block`
         sink has no room; drop-policy sinks apply their policy."""
-        self._check_publishable((event,))
-        full = self._first_full(1)
+        if self._state is not BusState.OPEN or type(event) not in _EVENT_TYPES:
+            self._check_publishable((event,))
+        full = self._first_full()
         if full is not None:
-            raise BusFull(f"sink {full.name!r} is full ({full.config.capacity} events) and its policy is 'block'")
+            raise BusFull(f"sink {full.name!r} is full ({full.capacity} events) and its policy is 'block'")
         self._deliver(event)
 
     async def publish_many(self, events: Sequence[Event]) -> None:
@@ -211,7 +213,7 @@ class MetricBus:
         while start < total:
             room = min((route.room() for route in self._blocking), default=total)
             if room == 0:
-                full = self._first_full(1)
+                full = self._first_full()
                 assert full is not None
                 await full.wait_for_room()
                 self._check_open()
@@ -228,9 +230,9 @@ class MetricBus:
             if route.accepts is None or kind in route.accepts:
                 route.offer(event)
 
-    def _first_full(self, n: int) -> Route | None:
+    def _first_full(self) -> Route | None:
         for route in self._blocking:
-            if not route.has_room(n):
+            if len(route.buf) >= route.capacity and route.accepting:
                 return route
         return None
 

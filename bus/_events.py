@@ -15,7 +15,7 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ._errors import InvalidEvent
-from ._validate import as_float_list, as_name, as_param, as_step, as_text, as_value, as_values
+from ._validate import MAX_NAME_LENGTH, as_float_list, as_name, as_param, as_step, as_text, as_value, as_values
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -90,6 +90,8 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     context: Context | None = None
 
     def _check_base(self) -> None:
+        if type(self.wall_time) is float and type(self.origin) is Origin and self.context is None:
+            return
         if type(self.wall_time) is not float:
             force_setattr(self, "wall_time", as_value(self.wall_time, "wall_time"))
         if type(self.origin) is not Origin:
@@ -105,8 +107,10 @@ class Scalar(_Base):
     value: float
     step: int
 
-    def __post_init__(self) -> None:
-        as_name(self.name)
+    def __post_init__(self) -> None:  # the hot path of MetricLogger.scalar: checks inline
+        name = self.name
+        if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH:
+            as_name(name)
         if type(self.value) is not float:
             force_setattr(self, "value", as_value(self.value))
         if type(self.step) is not int or self.step < 0:

@@ -32,6 +32,8 @@ class Route:
         self.config = config
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
+        self.capacity = config.capacity
+        self.accepting = True  # False once failed or finished: publishers never wait for it
         self.buf: deque[Event] = deque()
         self.state = SinkState.PENDING
         self.published = 0
@@ -50,14 +52,11 @@ class Route:
 
     # ---- publisher side (synchronous, on the loop thread) ----
 
-    def has_room(self, n: int = 1) -> bool:
-        """Whether `n` more events fit without applying the when-full policy."""
-        return self.state is SinkState.FAILED or self.done.is_set() or len(self.buf) + n <= self.config.capacity
-
     def room(self) -> int:
-        if self.state is SinkState.FAILED or self.done.is_set():
+        """How many more events fit before the when-full policy applies."""
+        if not self.accepting:
             return 1 << 62
-        return max(0, self.config.capacity - len(self.buf))
+        return max(0, self.capacity - len(self.buf))
 
     async def wait_for_room(self) -> None:
         if self._space is None:
@@ -71,7 +70,7 @@ class Route:
             self._drop(DropReason.SINK_FAILED, 1)
             return
         buf = self.buf
-        if len(buf) >= self.config.capacity:
+        if len(buf) >= self.capacity:
             if self.config.when_full == "drop_newest":
                 self._drop(DropReason.FULL, 1)
                 return
@@ -89,7 +88,7 @@ class Route:
             self._drop(DropReason.SINK_FAILED, n)
             return
         buf = self.buf
-        overflow = len(buf) + n - self.config.capacity
+        overflow = len(buf) + n - self.capacity
         if overflow > 0:
             if self.config.when_full == "drop_newest":
                 keep = max(0, n - overflow)
@@ -238,6 +237,7 @@ class Route:
         lost = len(self.buf) + self.in_flight
         log.error("sink %r failed: %s; %d queued events dropped", self.name, self.last_error, lost)
         self.state = SinkState.FAILED
+        self.accepting = False
         self.buf.clear()
         self.in_flight = 0
         self._drop(DropReason.SINK_FAILED, lost)
@@ -247,6 +247,7 @@ class Route:
         self._flush_waiters.clear()
 
     def _finish(self) -> None:
+        self.accepting = False
         if self.state is not SinkState.FAILED:
             self.state = SinkState.CLOSED
         self._release_space()

@@ -19,6 +19,8 @@ MAX_TEXT_LENGTH = 1_000_000
 
 def as_name(value: object, field: str = "name") -> str:
     """A metric name: a non-empty str of at most MAX_NAME_LENGTH characters."""
+    if type(value) is str and value and len(value) <= MAX_NAME_LENGTH:
+        return value
     if type(value) is not str:
         raise InvalidEvent(field, value, f"must be a str, not {type(value).__name__}")
     if not value:
@@ -67,13 +69,20 @@ def as_text(value: object, field: str = "text") -> str:
 
 
 def as_values(values: object, field: str = "values") -> dict[str, float]:
-    """A mapping of names to values, validated into a new dict the caller cannot mutate later."""
+    """A mapping of names to values, validated into a new dict the caller cannot mutate later.
+
+    The loop is the hot path of `MetricLogger.scalars`: the field names for error messages are
+    only formatted when something is wrong.
+    """
     if not isinstance(values, Mapping):
         raise InvalidEvent(field, values, f"must be a mapping of names to numbers, not {type(values).__name__}")
     out: dict[str, float] = {}
     for key, value in values.items():
-        name = as_name(key, f"{field} key")
-        out[name] = as_value(value, f"{field}[{name!r}]")
+        if type(key) is not str or not key or len(key) > MAX_NAME_LENGTH:
+            as_name(key, f"{field} key")
+        if type(value) is not float:
+            value = as_value(value, f"{field}[{key!r}]")
+        out[key] = value
     return out
 
 
