@@ -32,8 +32,7 @@ WIDE_FIXED = ("wall_time", "origin", "step")
 
 def _context_cells(event: Event) -> tuple[Any, Any, Any]:
     ctx = event.context
-    if ctx is None:
-        return ("", "", "")
+    assert ctx is not None
     return (
         "" if ctx.epoch is None else ctx.epoch,
         "" if ctx.round is None else ctx.round,
@@ -45,9 +44,14 @@ def long_rows(events: Sequence[Event]) -> list[tuple[Any, ...]]:
     """The long-layout rows of a batch of Scalar/Metrics events."""
     rows: list[tuple[Any, ...]] = []
     append = rows.append
+    labels: dict[int, str] = {}  # origins repeat within a batch: compute each label once
+    no_context = ("", "", "")
     for event in events:
-        ctx = _context_cells(event)
-        label = event.origin.label
+        ctx = no_context if event.context is None else _context_cells(event)
+        origin = event.origin
+        label = labels.get(id(origin))
+        if label is None:
+            label = labels[id(origin)] = origin.label
         if type(event) is Scalar:
             append((event.wall_time, label, event.step, event.name, event.value, *ctx))
         elif type(event) is Metrics:
