@@ -45,3 +45,20 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def run_contenders(script: str, names: list[str], *args: str) -> dict[str, Any]:
+    """Run each contender of `script` in its own fresh interpreter (`script --contender NAME`) and
+    collect the JSON each prints last, so imports, caches and GC of one never colour another."""
+    import subprocess
+    import sys
+
+    out: dict[str, Any] = {}
+    for name in names:
+        proc = subprocess.run(
+            [sys.executable, script, "--contender", name, *args], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"contender {name} failed:\n{proc.stderr}")
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out

@@ -1,0 +1,116 @@
+"""Cost on the training thread per scalar: MetricLogger next to the direct alternatives.
+
+What the training loop pays per logged value, measured on the calling thread (median of 5 runs
+of N calls), while the sinks do their work elsewhere. The direct baselines: a csv.writer row,
+tensorboardX `SummaryWriter.add_scalar`, and `wandb.log` (offline, 10 values per call).
+Each contender runs in its own interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import run_contenders, write_result
+
+CALLS = 20_000
+VALUES = {f"metric_{k}": 0.1 * k for k in range(10)}
+
+
+def _per_call(call: Callable[[int], None], calls: int = CALLS) -> float:
+    """Median seconds per call over 5 runs of `calls` calls."""
+    times = []
+    step = 0
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call(step)
+            step += 1
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def _metricbus(tmp: Path, per_call: int) -> float:
+    from producers import MetricLogger
+    from sinks import CsvSink, JsonlSink
+
+    with MetricLogger(sinks=[CsvSink(tmp / "m.csv"), JsonlSink(tmp / "m.jsonl")]) as log:
+        if per_call == 1:
+            return _per_call(lambda step: log.scalar("train/loss", 0.5, step))
+        return _per_call(lambda step: log.scalars(VALUES, step)) / per_call
+
+
+def _csv_direct(tmp: Path) -> float:
+    with open(tmp / "m.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        return _per_call(lambda step: writer.writerow((time.time(), step, "train/loss", 0.5)))
+
+
+def _tensorboardx(tmp: Path) -> float:
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(tmp))
+    try:
+        return _per_call(lambda step: writer.add_scalar("train/loss", 0.5, step), calls=5_000)
+    finally:
+        writer.close()
+
+
+def _wandb(tmp: Path) -> float:
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp))
+    import wandb
+
+    run = wandb.init(project="bench", dir=str(tmp))
+    try:
+        return _per_call(lambda step: run.log(VALUES, step=step), calls=1_000) / len(VALUES)
+    finally:
+        run.finish()
+
+
+def contender(name: str) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        return {
+            "metricbus_scalar": lambda: _metricbus(tmp, 1),
+            "metricbus_scalars10": lambda: _metricbus(tmp, len(VALUES)),
+            "csv_direct": lambda: _csv_direct(tmp),
+            "tensorboardx": lambda: _tensorboardx(tmp),
+            "wandb": lambda: _wandb(tmp),
+        }[name]()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contender")
+    args = parser.parse_args()
+    if args.contender:
+        print(json.dumps(contender(args.contender)))
+        return
+    r = run_contenders(__file__, ["metricbus_scalar", "metricbus_scalars10", "csv_direct", "tensorboardx", "wandb"])
+    ours = r["metricbus_scalars10"]
+    labels = {
+        "metricbus_scalar": "MetricLogger.scalar (CSV+JSONL sinks on)",
+        "metricbus_scalars10": "MetricLogger.scalars, 10 per call (CSV+JSONL sinks on)",
+        "csv_direct": "csv.writer.writerow (direct, file)",
+        "tensorboardx": "tensorboardX SummaryWriter.add_scalar",
+        "wandb": "wandb.log offline, 10 values per call",
+    }
+    rows = [
+        {"what": labels[k], "value": v * 1e6, "unit": "us/scalar", "x_metricbus_scalars": v / ours}
+        for k, v in r.items()
+    ]
+    write_result("calling_thread", rows)
+
+
+if __name__ == "__main__":
+    main()
