@@ -17,6 +17,7 @@ from ._errors import (
     StopTraining,
 )
 from ._events import DEFAULT_ORIGIN, EVENT_TYPES, Context, Event, Histogram, Hparams, Metrics, Origin, Scalar, Text
+from ._process import ProcessSink, WorkerDied, WorkerError
 from ._sink import Sink
 from ._stats import DropReason, SinkState, SinkStats
 
@@ -38,6 +39,7 @@ __all__ = [
     "MetricBusError",
     "Metrics",
     "Origin",
+    "ProcessSink",
     "RetryPolicy",
     "Scalar",
     "Sink",
@@ -48,4 +50,6 @@ __all__ = [
     "StopTraining",
     "Text",
     "WhenFull",
+    "WorkerDied",
+    "WorkerError",
 ]

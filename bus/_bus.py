@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
+from typing import Literal
 from types import TracebackType
 
 import anyio
@@ -13,6 +14,7 @@ from anyio.abc import TaskGroup
 from ._config import RetryPolicy, SinkConfig, WhenFull
 from ._errors import BusClosed, BusFull, BusStateError, DeliveryError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
 from ._events import EVENT_TYPES, Event
+from ._process import ProcessSink
 from ._route import Route
 from ._sink import Sink
 from ._stats import DropReason, SinkState, SinkStats
@@ -124,11 +126,13 @@ class MetricBus:
         when_full: WhenFull = "block",
         retry: RetryPolicy | None = None,
         config: SinkConfig | None = None,
+        isolate: Literal["none", "process"] | None = None,
     ) -> str:
         """Attach a sink; returns its name on this bus (the key in `stats()`).
 
-        Pass either the individual settings or a ready `SinkConfig`. Sinks added while the bus is
-        open start receiving events published from then on.
+        Pass either the individual settings or a ready `SinkConfig`. `isolate="process"` runs the
+        sink in a worker process (see `ProcessSink`); the default is the sink's own `isolation`.
+        Sinks added while the bus is open start receiving events published from then on.
         """
         if self._state in (BusState.CLOSING, BusState.CLOSED):
             raise BusClosed("cannot add a sink to a closing or closed bus")
@@ -144,10 +148,15 @@ class MetricBus:
             )
         name = name if name is not None else sink.name
         for route in self._routes:
-            if route.sink is sink:
+            if route.sink is sink or getattr(route.sink, "inner", None) is sink:
                 raise SinkAlreadyAdded(f"this {type(sink).__name__} is already on the bus as {route.name!r}")
             if route.name == name:
                 raise SinkAlreadyAdded(f"a sink named {name!r} is already on the bus; pass name=... to add_sink")
+        isolate = isolate if isolate is not None else sink.isolation
+        if isolate not in ("none", "process"):
+            raise InvalidConfig(f"isolate must be 'none' or 'process', got {isolate!r}")
+        if isolate == "process" and not isinstance(sink, ProcessSink):
+            sink = ProcessSink(sink)
         route = Route(name, sink, config)
         self._routes.append(route)
         if route.blocks:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ._events import Event
 
@@ -26,6 +26,11 @@ class Sink(ABC):
     #: Event types this sink wants; others are never routed to it (and never counted for it).
     #: None means every type.
     accepts: ClassVar[tuple[type[Event], ...] | None] = None
+
+    #: Where the bus runs this sink unless `add_sink(isolate=...)` says otherwise. Heavy sinks
+    #: (much Python per event) choose "process" so their work does not take the training
+    #: process's GIL; such a sink must be picklable before `open`.
+    isolation: ClassVar[Literal["none", "process"]] = "none"
 
     @property
     def name(self) -> str:
