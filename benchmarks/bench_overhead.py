@@ -1,0 +1,186 @@
+"""Training-loop overhead: 2000 steps of ~1 ms, 10 scalars logged per step.
+
+Two kinds of step: one that releases the GIL (a float32 matmul, like a real model on an
+accelerator or in BLAS) and one that holds it (hundreds of small numpy calls, like Python-heavy
+data handling). Configurations, each in its own interpreter, timed side by side in one run:
+no logging; tensorboardX `add_scalar` directly; `wandb.log` offline directly; metricbus with
+TensorBoard + CSV + W&B sinks (sinks where their defaults put them), and the same with every sink
+forced in-process. Reported: loop overhead as % of the no-logging loop (median of 3 runs), and
+the seconds spent in close/finish after the loop. Writes results/overhead.json and overhead.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from benchmarks._common import RESULTS, run_contenders, write_result
+
+STEPS = 2_000
+NAMES = [f"train/metric_{k}" for k in range(10)]
+CONFIGS = ["none", "tensorboardx", "wandb", "metricbus", "metricbus_inprocess"]
+
+
+def make_step(kind: str) -> Callable[[], None]:
+    """A ~1 ms step: `release` spends it in BLAS (GIL released), `hold` in many small numpy calls."""
+    rng = np.random.default_rng(0)
+    if kind == "release":
+        a = rng.random((192, 192), dtype=np.float32)
+        b = rng.random((192, 192), dtype=np.float32)
+        reps = _calibrate(lambda: a @ b)
+        return lambda: [a @ b for _ in range(reps)] and None
+    x = rng.random(16)
+    reps = _calibrate(lambda: [np.add(x, 1.0) for _ in range(10)])
+    return lambda: [np.add(x, 1.0) for _ in range(10 * reps)] and None
+
+
+def _calibrate(unit: Callable[[], object], target: float = 0.001) -> int:
+    start = time.perf_counter()
+    for _ in range(200):
+        unit()
+    per = (time.perf_counter() - start) / 200
+    return max(1, round(target / per))
+
+
+def _loop(step: Callable[[], None], log: Callable[[int, dict[str, float]], None] | None) -> float:
+    start = time.perf_counter()
+    for i in range(STEPS):
+        step()
+        if log is not None:
+            log(i, {name: 1.0 / (i + k + 1) for k, name in enumerate(NAMES)})
+    return time.perf_counter() - start
+
+
+def run(config: str, kind: str, tmp: Path) -> dict[str, float]:
+    step = make_step(kind)
+    step()  # warm up BLAS threads and caches
+    if config == "none":
+        return {"loop": _loop(step, None), "close": 0.0}
+    if config == "tensorboardx":
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(tmp / "tbx"))
+
+        def tbx(i: int, values: dict[str, float]) -> None:
+            for name, value in values.items():
+                writer.add_scalar(name, value, i)
+
+        loop = _loop(step, tbx)
+        start = time.perf_counter()
+        writer.close()
+        return {"loop": loop, "close": time.perf_counter() - start}
+    if config == "wandb":
+        import wandb
+
+        wb = wandb.init(project="overhead", dir=str(tmp), mode="offline")
+        loop = _loop(step, lambda i, values: wb.log(values, step=i))
+        start = time.perf_counter()
+        wb.finish()
+        return {"loop": loop, "close": time.perf_counter() - start}
+    return _metricbus(step, tmp, inprocess=config == "metricbus_inprocess")
+
+
+def _metricbus(step: Callable[[], None], tmp: Path, *, inprocess: bool) -> dict[str, float]:
+    from producers import MetricLogger
+    from sinks import CsvSink
+
+    log = MetricLogger()
+    isolate = {"isolate": "none"} if inprocess else {}
+    log.add_sink(CsvSink(tmp / "m.csv"), **isolate)
+    try:
+        from sinks import TensorBoardSink
+
+        log.add_sink(TensorBoardSink(tmp / "tb"), **isolate)
+    except ImportError:
+        print("TensorBoardSink missing", file=sys.stderr)
+    try:
+        from sinks import WandbSink
+
+        log.add_sink(WandbSink(project="overhead", mode="offline", dir=str(tmp)), **isolate)
+    except ImportError:
+        print("WandbSink missing", file=sys.stderr)
+    log.flush()  # sinks open (worker processes, wandb runs) before the clock starts
+    loop = _loop(step, lambda i, values: log.scalars(values, i))
+    start = time.perf_counter()
+    log.close()
+    return {"loop": loop, "close": time.perf_counter() - start}
+
+
+def contender(name: str) -> dict[str, float]:
+    config, kind = name.rsplit(":", 1)
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    results = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as d:
+            os.environ["WANDB_DIR"] = d
+            results.append(run(config, kind, Path(d)))
+    return {
+        "loop": statistics.median(r["loop"] for r in results),
+        "close": statistics.median(r["close"] for r in results),
+    }
+
+
+def _chart(rows: list[dict[str, object]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = [c for c in CONFIGS if c != "none"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.38
+    for offset, kind in ((-width / 2, "release"), (width / 2, "hold")):
+        values = [next(float(r["value"]) for r in rows if r["config"] == c and r["step"] == kind) for c in configs]  # type: ignore[arg-type]
+        bars = ax.bar([i + offset for i in range(len(configs))], values, width, label=f"step {kind}s the GIL")
+        ax.bar_label(bars, fmt="%+.1f%%", fontsize=8)
+    ax.axhline(3, color="grey", linestyle="--", linewidth=1, label="target +3%")
+    ax.set_xticks(range(len(configs)), configs, fontsize=8)
+    ax.set_ylabel("training-loop overhead (%)")
+    ax.set_title("10 scalars per ~1 ms step, 2000 steps (median of 3)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "overhead.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contender")
+    args = parser.parse_args()
+    if args.contender:
+        print(json.dumps(contender(args.contender)))
+        return
+    names = [f"{c}:{k}" for k in ("release", "hold") for c in CONFIGS]
+    r = run_contenders(__file__, names)
+    rows: list[dict[str, object]] = []
+    for kind in ("release", "hold"):
+        base = r[f"none:{kind}"]["loop"]
+        for config in CONFIGS:
+            m = r[f"{config}:{kind}"]
+            rows.append(
+                {
+                    "what": f"{config}, step {kind}s the GIL",
+                    "value": 100 * (m["loop"] - base) / base,
+                    "unit": "% overhead",
+                    "config": config,
+                    "step": kind,
+                    "loop_s": m["loop"],
+                    "close_s": m["close"],
+                }
+            )
+    write_result("overhead", rows)
+    _chart(rows)
+
+
+if __name__ == "__main__":
+    main()
