@@ -110,7 +110,12 @@ def main() -> None:
         {"what": "anyio stream, consumer task awaiting receive() (baseline)", "value": base, "unit": "events/s"},
         {"what": "anyio stream send_nowait+receive_nowait (ideal)", "value": rates["anyio_stream"], "unit": "events/s"},
         *(
-            {"what": f"MetricBus.{n} -> null sink", "value": rates[n], "unit": "events/s", "x_baseline": rates[n] / base}
+            {
+                "what": f"MetricBus.{n} -> null sink",
+                "value": rates[n],
+                "unit": "events/s",
+                "x_baseline": rates[n] / base,
+            }
             for n in names[2:]
         ),
     ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
-from typing import Literal
 from types import TracebackType
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup

@@ -60,7 +60,7 @@ class SinkConfig(msgspec.Struct, frozen=True):
             raise InvalidConfig(f"when_full must be one of {get_args(WhenFull)}, got {self.when_full!r}")
         if not isinstance(self.capacity, int) or self.capacity < 1:
             raise InvalidConfig(f"capacity must be an int >= 1, got {self.capacity!r}")
-        if not isinstance(self.max_batch, int) or not 1 <= self.max_batch:
+        if not isinstance(self.max_batch, int) or not self.max_batch >= 1:
             raise InvalidConfig(f"max_batch must be an int >= 1, got {self.max_batch!r}")
         if not (self.max_interval > 0 and math.isfinite(self.max_interval)):
             raise InvalidConfig(f"max_interval must be a positive number of seconds, got {self.max_interval!r}")

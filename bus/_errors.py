@@ -1,14 +1,14 @@
 """Every exception metricbus raises on purpose.
 
-    MetricBusError
-    ├── InvalidEvent        a value, name or step that cannot become an event (also ValueError)
-    ├── InvalidConfig       a sink option or bus option that makes no sense (also ValueError)
-    ├── BusStateError       the bus is used outside its lifecycle
-    │   ├── BusClosed       publish/add_sink after close
-    │   └── SinkAlreadyAdded the same sink object or name twice
-    ├── BusFull             a `block` sink has no room and the caller may not wait
-    ├── DeliveryError       raised at close: some sink failed or lost events (carries the stats)
-    └── StopTraining        a guard asks the training loop to stop (raised at a logging call)
+MetricBusError
+├── InvalidEvent        a value, name or step that cannot become an event (also ValueError)
+├── InvalidConfig       a sink option or bus option that makes no sense (also ValueError)
+├── BusStateError       the bus is used outside its lifecycle
+│   ├── BusClosed       publish/add_sink after close
+│   └── SinkAlreadyAdded the same sink object or name twice
+├── BusFull             a `block` sink has no room and the caller may not wait
+├── DeliveryError       raised at close: some sink failed or lost events (carries the stats)
+└── StopTraining        a guard asks the training loop to stop (raised at a logging call)
 """
 
 from __future__ import annotations

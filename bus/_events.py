@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from itertools import pairwise
 from typing import TypeAlias
 
 import msgspec
@@ -100,7 +101,7 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
             raise InvalidEvent("context", self.context, "must be a Context or None")
 
 
-class Scalar(_Base):
+class Scalar(_Base, frozen=True):
     """One named value at one step: `Scalar("train/loss", 0.31, step=10)`."""
 
     name: str
@@ -118,7 +119,7 @@ class Scalar(_Base):
         self._check_base()
 
 
-class Metrics(_Base):
+class Metrics(_Base, frozen=True):
     """Many named values at one step: the unit of `wandb.log` and Lightning's `log_metrics`."""
 
     values: dict[str, float]
@@ -131,7 +132,7 @@ class Metrics(_Base):
         self._check_base()
 
 
-class Histogram(_Base):
+class Histogram(_Base, frozen=True):
     """A distribution at one step: raw `values`, or precomputed `bucket_limits` (right edges) with
     `bucket_counts`. Sinks bin raw values themselves, off the training thread."""
 
@@ -158,14 +159,14 @@ class Histogram(_Base):
             counts = as_float_list(self.bucket_counts, "bucket_counts")
             if not limits or len(limits) != len(counts):
                 raise InvalidEvent("bucket_counts", self.bucket_counts, "needs one count per bucket limit")
-            if any(b <= a for a, b in zip(limits, limits[1:])):
+            if any(b <= a for a, b in pairwise(limits)):
                 raise InvalidEvent("bucket_limits", self.bucket_limits, "must be strictly increasing")
             force_setattr(self, "bucket_limits", limits)
             force_setattr(self, "bucket_counts", counts)
         self._check_base()
 
 
-class Text(_Base):
+class Text(_Base, frozen=True):
     """A piece of text at one step (a sample, a note, a config dump)."""
 
     name: str
@@ -179,7 +180,7 @@ class Text(_Base):
         self._check_base()
 
 
-class Hparams(_Base):
+class Hparams(_Base, frozen=True):
     """The run's hyperparameters, optionally with the metrics they produced."""
 
     params: dict[str, str | float | int | bool]

@@ -11,6 +11,7 @@ already written may be written again).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import pickle
 import subprocess
@@ -152,10 +153,8 @@ async def _end(proc: Process) -> None:
 
 def _kill(proc: Process) -> None:
     if proc.returncode is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        except ProcessLookupError:
-            pass
 
 
 @atexit.register

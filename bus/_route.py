@@ -188,12 +188,12 @@ class Route:
             self._release_space()
             await self._write(batch)
 
-    async def _wait(self, threshold: int, timeout: float) -> None:
+    async def _wait(self, threshold: int, patience: float) -> None:
         if len(self.buf) >= threshold or self.closing or self._flush_waiters:
             return
         self._wakeup = anyio.Event()
         self._wake_at = threshold
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(patience):
             await self._wakeup.wait()
         self._wake_at = _NEVER
 

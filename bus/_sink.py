@@ -41,8 +41,11 @@ class Sink(ABC):
         """Acquire resources (open files, start runs). Called once before the first batch."""
 
     @abstractmethod
-    async def write_batch(self, events: Sequence[Event]) -> None:
-        """Write a batch. Raising means the whole batch failed and will be retried as a whole."""
+    async def write_batch(self, events: Sequence[Event]) -> int | None:
+        """Write a batch. Raising means the whole batch failed and will be retried as a whole.
+
+        Return None, or the number of events of this batch the sink refused for good (they are
+        counted as dropped with reason "rejected"; say why in a log message)."""
 
     async def flush(self) -> None:
         """Make everything written so far durable/visible (fsync-free; at least to the OS)."""

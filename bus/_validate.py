@@ -90,13 +90,13 @@ def as_float_list(values: object, field: str) -> tuple[float, ...]:
     """A flat sequence of numbers (list, tuple, numpy array or torch tensor of any shape)."""
     if isinstance(values, (str, bytes, Mapping)):
         raise InvalidEvent(field, values, "must be a sequence of numbers")
-    tolist = getattr(values, "tolist", None)
-    if tolist is not None:  # numpy arrays and torch tensors: flatten without iterating in Python
-        ravel = getattr(values, "ravel", None) or getattr(values, "flatten", None)
-        flat: Any = (ravel() if ravel is not None else values).tolist()
-        values = flat if isinstance(flat, list) else [flat]
+    items: Any = values
+    if hasattr(items, "tolist"):  # numpy arrays and torch tensors: flatten without iterating in Python
+        ravel = getattr(items, "ravel", None) or getattr(items, "flatten", None)
+        flat = (ravel() if ravel is not None else items).tolist()
+        items = flat if isinstance(flat, list) else [flat]
     try:
-        return tuple(as_value(v, f"{field}[{i}]") for i, v in enumerate(values))  # type: ignore[arg-type]
+        return tuple(as_value(v, f"{field}[{i}]") for i, v in enumerate(items))
     except TypeError as exc:
         raise InvalidEvent(field, values, "must be a sequence of numbers") from exc
 

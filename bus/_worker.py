@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import anyio
 
@@ -50,24 +50,24 @@ async def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         if body is None:
             break
         op, payload = unpack(body)
-        reply: Any
+        reply: int | None = None
         try:
             if op == "open":
                 sink = pickle.loads(payload)
                 assert isinstance(sink, Sink)
-                reply = await sink.open()
+                await sink.open()
             elif op == "write":
                 assert sink is not None
                 reply = await sink.write_batch(decode_batch(payload))
             elif op == "flush":
                 assert sink is not None
-                reply = await sink.flush()
+                await sink.flush()
             elif op == "close":
                 assert sink is not None
-                reply = await sink.close()
+                await sink.close()
             else:
                 raise ValueError(f"unknown op {op!r}")
-            message = pack("ok", reply if isinstance(reply, int) else None)
+            message = pack("ok", reply)
         except Exception as exc:  # reported to the parent, which retries or fails the sink
             message = pack("error", f"{type(exc).__name__}: {exc}")
         stdout.write(message)

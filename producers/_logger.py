@@ -8,6 +8,7 @@ No per-call thread hand-off, no lock, no await on the training thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import signal
 import threading
@@ -25,7 +26,6 @@ from bus import (
     BusClosed,
     BusFull,
     Context,
-    StopTraining,
     Event,
     Histogram,
     Hparams,
@@ -36,6 +36,7 @@ from bus import (
     Scalar,
     Sink,
     SinkStats,
+    StopTraining,
     Text,
 )
 
@@ -190,7 +191,8 @@ class MetricLogger:
 
     def add_sink(self, sink: Sink, **options: Any) -> str:
         """Attach another sink while running; `options` as for `MetricBus.add_sink`."""
-        return self._call(lambda: self._bus.add_sink(sink, **options))
+        name: str = self._call(lambda: self._bus.add_sink(sink, **options))
+        return name
 
     def add_producer(self, fn: Any) -> None:
         """Run `async fn(bus)` on the bus's thread until close (see `MetricBus.add_producer`)."""
@@ -221,7 +223,8 @@ class MetricLogger:
             await self._drain()
             return self._bus.stats()
 
-        return self._call_async(drained_stats)
+        stats: Mapping[str, SinkStats] = self._call_async(drained_stats)
+        return stats
 
     def close(self) -> None:
         """Drain every buffer into the sinks (within `shutdown_timeout`), close them and stop the
@@ -233,10 +236,8 @@ class MetricLogger:
         self._restore_sigterm()
         portal, stop = self._portal, self._stop
         if portal is not None and stop is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already ended; _error says why
                 portal.call(stop.set)
-            except RuntimeError:
-                pass  # the loop already ended; _error says why
         self._thread.join(self._bus.shutdown_timeout + 5.0)
         if self._thread.is_alive():
             log.error("metricbus thread did not stop within shutdown_timeout + 5 s")

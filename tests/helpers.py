@@ -13,10 +13,10 @@ import anyio
 from bus import Event, Sink
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Yield to the loop until `condition()` holds; fail the test after `timeout` seconds."""
-    with anyio.fail_after(timeout):
-        while not condition():
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Yield to the loop until `condition()` holds; fail the test after `within` seconds."""
+    with anyio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 - a condition on plain state, not an event
             await anyio.sleep(0.001)
 
 
@@ -62,7 +62,7 @@ class ThreadGatedSink(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         self.entered.set()
-        while not self.gate.is_set():
+        while not self.gate.is_set():  # noqa: ASYNC110 - a threading.Event cannot be awaited
             await anyio.sleep(0.001)
         self.events.extend(events)
 

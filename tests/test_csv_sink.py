@@ -30,7 +30,12 @@ async def test_long_layout_round_trips_values_names_origins_and_context(tmp_path
         for step, (name, value) in enumerate(zip(ODD_NAMES, values, strict=True)):
             await bus.publish(Scalar(name, value, step=step, wall_time=1000.5 + step))
         await bus.publish(
-            Metrics({"a": 1.0, "b": 2.0}, step=7, origin=Origin(site="site-1"), context=Context(epoch=2, round=3, task="train"))
+            Metrics(
+                {"a": 1.0, "b": 2.0},
+                step=7,
+                origin=Origin(site="site-1"),
+                context=Context(epoch=2, round=3, task="train"),
+            )
         )
     got = rows(path)
     assert [r["name"] for r in got[:6]] == ODD_NAMES
@@ -81,7 +86,9 @@ async def test_wide_layout_keeps_origins_apart(tmp_path: Path) -> None:
         bus.add_sink(CsvSink(path, layout="wide"))
         for step in range(3):
             for site in ("a", "b"):
-                await bus.publish(Scalar("loss", step + (0.5 if site == "b" else 0.0), step=step, origin=Origin(site=site)))
+                await bus.publish(
+                    Scalar("loss", step + (0.5 if site == "b" else 0.0), step=step, origin=Origin(site=site))
+                )
     got = sorted((r["origin"], int(r["step"]), float(r["loss"])) for r in rows(path))
     assert got == [("a", s, float(s)) for s in range(3)] + [("b", s, s + 0.5) for s in range(3)]
 

@@ -83,7 +83,7 @@ async def test_a_hanging_worker_is_killed_at_the_shutdown_timeout(tmp_path: Path
         async with MetricBus(shutdown_timeout=0.5) as bus:
             bus.add_sink(HangingSink(pid_file), isolate="process", max_interval=0.001)
             await bus.publish(Scalar("x", 1.0, step=0))
-            await wait_until(pid_file.exists, timeout=15)
+            await wait_until(pid_file.exists, within=15)
     assert bus.stats()["HangingSink"].dropped == {"shutdown_timeout": 1}
     pid = int(pid_file.read_text())
     await wait_until(lambda: gone(pid))
