@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,3 +28,14 @@ class HangingSink(Sink):
     async def write_batch(self, events: Sequence[Event]) -> None:
         self.pid_file.write_text(str(os.getpid()))
         await anyio.sleep_forever()
+
+
+def append_call(path: Path, *call: object) -> None:
+    """A picklable OpenFL-style callback: one JSON array per call, a line each, in `path`."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(call) + "\n")  # json writes NaN as NaN and reads it back
+
+
+def refuse_call(*call: object) -> None:
+    """A callback whose destination is down."""
+    raise ConnectionError("metrics server unreachable")

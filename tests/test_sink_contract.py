@@ -1,0 +1,136 @@
+"""One contract, every sink: what goes in comes out, in batches, in-process or in a worker;
+a sink whose destination is broken fails alone and is counted; shutdown drains.
+
+Each case says how to build the sink, how to break it for real (no mocks: an impossible path, a
+callback that raises) and how to read its output back with the format's own reader.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bus import DeliveryError, Event, MetricBus, Metrics, RetryPolicy, Scalar, Sink, SinkState
+from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, read_jsonl
+from tests.isolated_sinks import append_call, refuse_call
+
+pytestmark = pytest.mark.anyio
+
+Point = tuple[str, int, float]
+
+
+def expected_events() -> list[Event]:
+    events: list[Event] = [Scalar(f"s/{i % 3}", i / 7, step=i) for i in range(40)]
+    events += [Metrics({"m/a": float(i), "m/b": -float(i), "m/nan": math.nan}, step=100 + i) for i in range(10)]
+    return events
+
+
+def points(events: list[Event]) -> set[Point]:
+    out: set[Point] = set()
+    for e in events:
+        if isinstance(e, Scalar):
+            out.add((e.name, e.step, e.value))
+        elif isinstance(e, Metrics):
+            out.update((k, e.step, v) for k, v in e.values.items())
+    return {_nan_safe(p) for p in out}
+
+
+def _nan_safe(p: Point) -> Point:
+    return (p[0], p[1], -1e300 if math.isnan(p[2]) else p[2])
+
+
+def read_long_csv(path: Path) -> set[Point]:
+    with open(path / "m.csv", newline="") as f:
+        return {_nan_safe((r["name"], int(r["step"]), float(r["value"]))) for r in csv.DictReader(f)}
+
+
+def read_wide_csv(path: Path) -> set[Point]:
+    with open(path / "m.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fixed = {"wall_time", "origin", "step"}
+    return {_nan_safe((k, int(r["step"]), float(v))) for r in rows for k, v in r.items() if k not in fixed and v != ""}
+
+
+def read_calls(path: Path) -> set[Point]:
+    calls = [json.loads(line) for line in (path / "calls.txt").read_text().splitlines()]
+    return {_nan_safe((c[2], c[4], c[3])) for c in calls}
+
+
+@dataclass
+class Case:
+    id: str
+    make: Callable[[Path], Sink]
+    broken: Callable[[Path], Sink]
+    read: Callable[[Path], set[Point]] | None  # None: output lives in the sink object (MemorySink)
+
+
+def _blocked(tmp: Path) -> Path:
+    """A path whose parent is a regular file: no sink can create it."""
+    (tmp / "not-a-dir").write_text("")
+    return tmp / "not-a-dir" / "out"
+
+
+CASES = [
+    Case("memory", lambda p: MemorySink(), lambda p: CallbackSink(refuse_call, per="batch"), None),
+    Case("csv-long", lambda p: CsvSink(p / "m.csv"), lambda p: CsvSink(_blocked(p)), read_long_csv),
+    Case("csv-wide", lambda p: CsvSink(p / "m.csv", layout="wide"), lambda p: CsvSink(_blocked(p)), read_wide_csv),
+    Case(
+        "jsonl",
+        lambda p: JsonlSink(p / "e.jsonl"),
+        lambda p: JsonlSink(_blocked(p)),
+        lambda p: points(read_jsonl(p / "e.jsonl")),
+    ),
+    Case(
+        "callback",
+        lambda p: CallbackSink(functools.partial(append_call, p / "calls.txt")),
+        lambda p: CallbackSink(refuse_call),
+        read_calls,
+    ),
+]
+
+
+@pytest.fixture(params=CASES, ids=[c.id for c in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("isolate", ["none", "process"])
+async def test_everything_published_comes_out_in_batches_and_counters_balance(
+    case: Case, isolate: str, tmp_path: Path
+) -> None:
+    if case.read is None and isolate == "process":
+        pytest.skip("a MemorySink in a worker keeps its events in the worker")
+    sink = case.make(tmp_path)
+    pickle.dumps(sink)  # every sink can be sent to a worker before it opens
+    events = expected_events()
+    async with MetricBus() as bus:
+        name = bus.add_sink(sink, max_batch=7, max_interval=3600, isolate=isolate)  # type: ignore[arg-type]
+        await bus.publish_many(events[:25])
+        await bus.flush()
+        await bus.publish_many(events[25:])
+    stats = bus.stats()[name]
+    assert stats.state is SinkState.CLOSED and stats.balanced
+    assert stats.delivered == stats.published == len(events) and stats.batches >= len(events) // 7
+    got = points(sink.events) if isinstance(sink, MemorySink) else case.read(tmp_path)  # type: ignore[misc]
+    assert got == points(events)
+
+
+async def test_a_broken_destination_fails_only_its_own_sink(case: Case, tmp_path: Path) -> None:
+    healthy = MemorySink("healthy")
+    with pytest.raises(DeliveryError):
+        async with MetricBus() as bus:
+            name = bus.add_sink(case.broken(tmp_path), retry=RetryPolicy(max_attempts=2, backoff=0.001))
+            bus.add_sink(healthy)
+            await bus.publish_many(expected_events())
+    stats = bus.stats()[name]
+    assert stats.state is SinkState.FAILED and stats.balanced and stats.delivered == 0
+    assert stats.dropped == {"sink_failed": stats.published} and stats.last_error
+    assert len(healthy.events) == len(expected_events())
