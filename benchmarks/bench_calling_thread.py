@@ -1,7 +1,9 @@
 """Cost on the training thread per scalar: MetricLogger next to the direct alternatives.
 
 What the training loop pays per logged value, measured on the calling thread (median of 5 runs
-of N calls), while the sinks do their work elsewhere. The direct baselines: a csv.writer row,
+of N calls in a tight loop). With the sinks in-process, the bus thread's work (formatting CSV and
+JSON) competes for the GIL and shows up in the caller's time; with the sinks in worker processes
+only the hand-off remains. The direct baselines: a csv.writer row,
 tensorboardX `SummaryWriter.add_scalar`, and `wandb.log` (offline, 10 values per call).
 Each contender runs in its own interpreter.
 """
@@ -40,14 +42,26 @@ def _per_call(call: Callable[[int], None], calls: int = CALLS) -> float:
     return statistics.median(times)
 
 
-def _metricbus(tmp: Path, per_call: int) -> float:
+def _metricbus(tmp: Path, per_call: int, isolate: str = "none") -> float:
     from producers import MetricLogger
     from sinks import CsvSink, JsonlSink
 
-    with MetricLogger(sinks=[CsvSink(tmp / "m.csv"), JsonlSink(tmp / "m.jsonl")]) as log:
+    with MetricLogger() as log:
+        log.add_sink(CsvSink(tmp / "m.csv"), isolate=isolate)
+        log.add_sink(JsonlSink(tmp / "m.jsonl"), isolate=isolate)
+        log.flush()  # workers started before the clock
         if per_call == 1:
             return _per_call(lambda step: log.scalar("train/loss", 0.5, step))
         return _per_call(lambda step: log.scalars(VALUES, step)) / per_call
+
+
+def _metricbus_null() -> float:
+    """The call's own cost: the bus thread drains into a sink that does nothing."""
+    from benchmarks.bench_bus import NullSink
+    from producers import MetricLogger
+
+    with MetricLogger(sinks=[NullSink()]) as log:
+        return _per_call(lambda step: log.scalar("train/loss", 0.5, step))
 
 
 def _csv_direct(tmp: Path) -> float:
@@ -81,8 +95,11 @@ def contender(name: str) -> float:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         return {
-            "metricbus_scalar": lambda: _metricbus(tmp, 1),
-            "metricbus_scalars10": lambda: _metricbus(tmp, len(VALUES)),
+            "metricbus_null": _metricbus_null,
+            "metricbus_scalar": lambda: _metricbus(tmp, 1, "process"),
+            "metricbus_scalars10": lambda: _metricbus(tmp, len(VALUES), "process"),
+            "metricbus_scalar_inproc": lambda: _metricbus(tmp, 1),
+            "metricbus_scalars10_inproc": lambda: _metricbus(tmp, len(VALUES)),
             "csv_direct": lambda: _csv_direct(tmp),
             "tensorboardx": lambda: _tensorboardx(tmp),
             "wandb": lambda: _wandb(tmp),
@@ -96,11 +113,24 @@ def main() -> None:
     if args.contender:
         print(json.dumps(contender(args.contender)))
         return
-    r = run_contenders(__file__, ["metricbus_scalar", "metricbus_scalars10", "csv_direct", "tensorboardx", "wandb"])
+    names = [
+        "metricbus_null",
+        "metricbus_scalar",
+        "metricbus_scalars10",
+        "metricbus_scalar_inproc",
+        "metricbus_scalars10_inproc",
+        "csv_direct",
+        "tensorboardx",
+        "wandb",
+    ]
+    r = run_contenders(__file__, names)
     ours = r["metricbus_scalars10"]
     labels = {
-        "metricbus_scalar": "MetricLogger.scalar (CSV+JSONL sinks on)",
-        "metricbus_scalars10": "MetricLogger.scalars, 10 per call (CSV+JSONL sinks on)",
+        "metricbus_null": "MetricLogger.scalar (null sink: the call itself)",
+        "metricbus_scalar": "MetricLogger.scalar (CSV+JSONL sinks in workers)",
+        "metricbus_scalars10": "MetricLogger.scalars, 10 per call (sinks in workers)",
+        "metricbus_scalar_inproc": "MetricLogger.scalar (CSV+JSONL sinks in-process)",
+        "metricbus_scalars10_inproc": "MetricLogger.scalars, 10 per call (sinks in-process)",
         "csv_direct": "csv.writer.writerow (direct, file)",
         "tensorboardx": "tensorboardX SummaryWriter.add_scalar",
         "wandb": "wandb.log offline, 10 values per call",

@@ -91,8 +91,6 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     context: Context | None = None
 
     def _check_base(self) -> None:
-        if type(self.wall_time) is float and type(self.origin) is Origin and self.context is None:
-            return
         if type(self.wall_time) is not float:
             force_setattr(self, "wall_time", as_value(self.wall_time, "wall_time"))
         if type(self.origin) is not Origin:
@@ -116,7 +114,8 @@ class Scalar(_Base, frozen=True):
             force_setattr(self, "value", as_value(self.value))
         if type(self.step) is not int or self.step < 0:
             force_setattr(self, "step", as_step(self.step))
-        self._check_base()
+        if type(self.wall_time) is not float or type(self.origin) is not Origin or self.context is not None:
+            self._check_base()
 
 
 class Metrics(_Base, frozen=True):
@@ -129,7 +128,8 @@ class Metrics(_Base, frozen=True):
         force_setattr(self, "values", as_values(self.values))
         if type(self.step) is not int or self.step < 0:
             force_setattr(self, "step", as_step(self.step))
-        self._check_base()
+        if type(self.wall_time) is not float or type(self.origin) is not Origin or self.context is not None:
+            self._check_base()
 
 
 class Histogram(_Base, frozen=True):

@@ -86,8 +86,9 @@ class MetricLogger:
     ) -> None:
         if pending_limit < 1 or block_timeout <= 0 or poll_interval <= 0:
             raise InvalidConfig("pending_limit, block_timeout and poll_interval must be positive")
-        self.origin = origin
-        self.context = context
+        self._origin = origin
+        self._context = context
+        self._plain = origin is DEFAULT_ORIGIN and context is None  # events need no origin/context
         self.pending_limit = pending_limit
         self.block_timeout = block_timeout
         self.poll_interval = poll_interval
@@ -96,6 +97,7 @@ class MetricLogger:
         self._room = threading.Event()
         self._closed = False
         self._stop_reason: str | None = None
+        self._quiet = True  # not closed and no stop requested: the hot path may just append
         self._bus = MetricBus(sinks, shutdown_timeout=shutdown_timeout, raise_on_loss=raise_on_loss)
         self._portal: BlockingPortal | None = None
         self._stop: anyio.Event | None = None
@@ -123,19 +125,47 @@ class MetricLogger:
 
     def scalar(self, name: str, value: float, step: int, *, wall_time: float | None = None) -> None:
         """Log one value. Raises `InvalidEvent` here, at the call, for a bad name/value/step."""
-        if wall_time is None:
-            event = Scalar(name, value, step, origin=self.origin, context=self.context)
+        if wall_time is None and self._plain:
+            event = Scalar(name, value, step)
         else:
-            event = Scalar(name, value, step, wall_time=wall_time, origin=self.origin, context=self.context)
-        self._put(event)
+            event = Scalar(name, value, step, wall_time=_now(wall_time), origin=self.origin, context=self.context)
+        pending = self._pending
+        if self._quiet and len(pending) < self.pending_limit:  # the hot path: one append
+            pending.append(event)
+        else:
+            self._put(event)
 
     def scalars(self, values: Mapping[str, float], step: int, *, wall_time: float | None = None) -> None:
         """Log many values at one step as one `Metrics` event (one W&B row, one CSV row)."""
-        if wall_time is None:
-            event = Metrics(values, step, origin=self.origin, context=self.context)  # type: ignore[arg-type]
+        if wall_time is None and self._plain:
+            event = Metrics(values, step)  # type: ignore[arg-type]
         else:
-            event = Metrics(values, step, wall_time=wall_time, origin=self.origin, context=self.context)  # type: ignore[arg-type]
-        self._put(event)
+            event = Metrics(values, step, wall_time=_now(wall_time), origin=self.origin, context=self.context)  # type: ignore[arg-type]
+        pending = self._pending
+        if self._quiet and len(pending) < self.pending_limit:
+            pending.append(event)
+        else:
+            self._put(event)
+
+    @property
+    def origin(self) -> Origin:
+        """The origin of every event this logger builds."""
+        return self._origin
+
+    @origin.setter
+    def origin(self, origin: Origin) -> None:
+        self._origin = origin
+        self._plain = origin is DEFAULT_ORIGIN and self._context is None
+
+    @property
+    def context(self) -> Context | None:
+        """The context of every event this logger builds from now on (e.g. the current epoch)."""
+        return self._context
+
+    @context.setter
+    def context(self, context: Context | None) -> None:
+        self._context = context
+        self._plain = self._origin is DEFAULT_ORIGIN and context is None
 
     def histogram(self, name: str, values: Any, step: int) -> None:
         """Log a distribution (list, numpy array or tensor); sinks bin it off this thread."""
@@ -167,9 +197,11 @@ class MetricLogger:
         (after the event it carries has been queued). Safe to call from any thread."""
         if self._stop_reason is None:
             self._stop_reason = reason
+            self._quiet = False
 
     def _raise_stop(self) -> None:
         reason, self._stop_reason = self._stop_reason, None
+        self._quiet = not self._closed
         raise StopTraining(reason)
 
     def _make_room(self) -> bool:
@@ -232,6 +264,7 @@ class MetricLogger:
         if self._closed:
             return
         self._closed = True
+        self._quiet = False
         atexit.unregister(self.close)
         self._restore_sigterm()
         portal, stop = self._portal, self._stop
@@ -323,6 +356,10 @@ class MetricLogger:
         if signal.getsignal(signal.SIGTERM) is _raise_system_exit:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
         self._previous_sigterm = None
+
+
+def _now(wall_time: float | None) -> float:
+    return time.time() if wall_time is None else wall_time
 
 
 def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
