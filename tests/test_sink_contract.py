@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bus import DeliveryError, Event, MetricBus, Metrics, RetryPolicy, Scalar, Sink, SinkState
-from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, read_jsonl
+from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, TensorBoardSink, read_jsonl
 from tests.isolated_sinks import append_call, refuse_call
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +28,8 @@ Point = tuple[str, int, float]
 
 
 def expected_events() -> list[Event]:
-    events: list[Event] = [Scalar(f"s/{i % 3}", i / 7, step=i) for i in range(40)]
+    # values exact in float32 too, so TensorBoard's float32 scalars compare equal
+    events: list[Event] = [Scalar(f"s/{i % 3}", i / 8, step=i) for i in range(40)]
     events += [Metrics({"m/a": float(i), "m/b": -float(i), "m/nan": math.nan}, step=100 + i) for i in range(10)]
     return events
 
@@ -57,6 +58,14 @@ def read_wide_csv(path: Path) -> set[Point]:
         rows = list(csv.DictReader(f))
     fixed = {"wall_time", "origin", "step"}
     return {_nan_safe((k, int(r["step"]), float(v))) for r in rows for k, v in r.items() if k not in fixed and v != ""}
+
+
+def read_tensorboard(path: Path) -> set[Point]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {_nan_safe((tag, e.step, e.value)) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
 
 
 def read_calls(path: Path) -> set[Point]:
@@ -88,6 +97,7 @@ CASES = [
         lambda p: JsonlSink(_blocked(p)),
         lambda p: points(read_jsonl(p / "e.jsonl")),
     ),
+    Case("tensorboard", lambda p: TensorBoardSink(p / "tb"), lambda p: TensorBoardSink(_blocked(p)), read_tensorboard),
     Case(
         "callback",
         lambda p: CallbackSink(functools.partial(append_call, p / "calls.txt")),
@@ -113,6 +123,7 @@ async def test_everything_published_comes_out_in_batches_and_counters_balance(
     events = expected_events()
     async with MetricBus() as bus:
         name = bus.add_sink(sink, max_batch=7, max_interval=3600, isolate=isolate)  # type: ignore[arg-type]
+        assert (isolate == "process") == (type(bus._routes[-1].sink).__name__ == "ProcessSink")
         await bus.publish_many(events[:25])
         await bus.flush()
         await bus.publish_many(events[25:])
