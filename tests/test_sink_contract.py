@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bus import DeliveryError, Event, MetricBus, Metrics, RetryPolicy, Scalar, Sink, SinkState
-from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, TensorBoardSink, read_jsonl
+from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, TensorBoardSink, WandbSink, read_jsonl
 from tests.isolated_sinks import append_call, refuse_call
 
 pytestmark = pytest.mark.anyio
@@ -68,6 +68,19 @@ def read_tensorboard(path: Path) -> set[Point]:
     return {_nan_safe((tag, e.step, e.value)) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
 
 
+def read_wandb(path: Path) -> set[Point]:
+    from sinks._wandb import STEP_KEY
+    from tests.wandb_reader import read_runs
+
+    (run,) = read_runs(path / "wb").values()
+    return {
+        _nan_safe((k, row[STEP_KEY], v))
+        for row in run.history
+        for k, v in row.items()
+        if not k.startswith("_") and k != STEP_KEY
+    }
+
+
 def read_calls(path: Path) -> set[Point]:
     calls = [json.loads(line) for line in (path / "calls.txt").read_text().splitlines()]
     return {_nan_safe((c[2], c[4], c[3])) for c in calls}
@@ -87,6 +100,11 @@ def _blocked(tmp: Path) -> Path:
     return tmp / "not-a-dir" / "out"
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 CASES = [
     Case("memory", lambda p: MemorySink(), lambda p: CallbackSink(refuse_call, per="batch"), None),
     Case("csv-long", lambda p: CsvSink(p / "m.csv"), lambda p: CsvSink(_blocked(p)), read_long_csv),
@@ -99,6 +117,12 @@ CASES = [
     ),
     Case("tensorboard", lambda p: TensorBoardSink(p / "tb"), lambda p: TensorBoardSink(_blocked(p)), read_tensorboard),
     Case(
+        "wandb",
+        lambda p: WandbSink(project="contract", dir=_mkdir(p / "wb")),
+        lambda p: WandbSink(project="contract", dir=p, init_timeout=0.001),  # wandb cannot start in time
+        read_wandb,
+    ),
+    Case(
         "callback",
         lambda p: CallbackSink(functools.partial(append_call, p / "calls.txt")),
         lambda p: CallbackSink(refuse_call),
@@ -108,7 +132,10 @@ CASES = [
 
 
 @pytest.fixture(params=CASES, ids=[c.id for c in CASES])
-def case(request: pytest.FixtureRequest) -> Case:
+def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Case:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     return request.param  # type: ignore[no-any-return]
 
 

@@ -1,0 +1,88 @@
+"""Read a wandb run back from its local `.wandb` file (wandb 0.31 ships no Python reader).
+
+The file is a 7-byte header (":W&B", a 2-byte magic, a version byte) followed by a LevelDB-style
+log: 32 KiB blocks of records, each with a 7-byte header (masked crc32c, little-endian length,
+type FULL/FIRST/MIDDLE/LAST), carrying wandb's protobuf `Record` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2 as pb
+
+BLOCK = 32 * 1024
+FILE_HEADER = 7
+RECORD_HEADER = struct.Struct("<IHB")
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path) -> list[Any]:
+    """Every protobuf Record in the file, in order."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a .wandb file"
+    out, pos, pieces = [], FILE_HEADER, b""
+    while pos + RECORD_HEADER.size <= len(data):
+        if BLOCK - pos % BLOCK < RECORD_HEADER.size:  # too little room left: the block is padded
+            pos += BLOCK - pos % BLOCK
+            continue
+        _crc, length, kind = RECORD_HEADER.unpack_from(data, pos)
+        if kind == 0 and length == 0:  # zero padding at the end of a block
+            pos += BLOCK - pos % BLOCK
+            continue
+        pos += RECORD_HEADER.size
+        chunk, pos = data[pos : pos + length], pos + length
+        if kind == FULL:
+            out.append(pb.Record.FromString(chunk))
+        elif kind == FIRST:
+            pieces = chunk
+        elif kind == MIDDLE:
+            pieces += chunk
+        elif kind == LAST:
+            out.append(pb.Record.FromString(pieces + chunk))
+            pieces = b""
+    return out
+
+
+def _value(item: Any) -> Any:
+    return json.loads(item.value_json)  # wandb writes NaN/Infinity, which json reads back
+
+
+def _key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+@dataclass
+class WandbRun:
+    name: str
+    group: str
+    history: list[dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def read_run(path: Path) -> WandbRun:
+    """The history rows (one dict per run.log call), config and summary of one run file."""
+    run = WandbRun(name="", group="", history=[])
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run.name, run.group = record.run.display_name, record.run.run_group
+            run.config.update({i.key: _value(i) for i in record.run.config.update})
+        elif kind == "history":
+            run.history.append({_key(i): _value(i) for i in record.history.item})
+        elif kind == "config":
+            run.config.update({_key(i): _value(i) for i in record.config.update})
+        elif kind == "summary":
+            run.summary.update({_key(i): _value(i) for i in record.summary.update})
+    return run
+
+
+def read_runs(wandb_dir: Path) -> dict[str, WandbRun]:
+    """Every run under a wandb directory, keyed by run name."""
+    runs = [read_run(p) for p in sorted(wandb_dir.rglob("*.wandb"))]
+    return {run.name: run for run in runs}
