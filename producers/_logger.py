@@ -40,6 +40,8 @@ from bus import (
     Text,
 )
 
+from ._frequency import LogFrequency
+
 __all__ = ["MetricLogger"]
 
 log = logging.getLogger("metricbus")
@@ -65,6 +67,8 @@ class MetricLogger:
                 log.scalars({"loss": loss, "lr": lr}, step=step)   # returns at once
 
     `sinks` are added with default settings; use `add_sink(sink, when_full=..., ...)` for others.
+    `log_freq` (an int N, "batch", "epoch" or a `LogFrequency`) skips calls before any event is
+    built; `hparams` and `publish` are never skipped.
     When `pending_limit` events wait for the bus (only when a `block` sink is full), logging
     blocks up to `block_timeout` seconds and then raises `BusFull`; with only drop-policy sinks it
     never blocks and counts the overflow in `dropped_before_bus`.
@@ -83,6 +87,7 @@ class MetricLogger:
         poll_interval: float = 0.01,
         use_uvloop: bool | None = None,
         handle_sigterm: bool = True,
+        log_freq: int | str | LogFrequency | None = None,
     ) -> None:
         if pending_limit < 1 or block_timeout <= 0 or poll_interval <= 0:
             raise InvalidConfig("pending_limit, block_timeout and poll_interval must be positive")
@@ -93,6 +98,7 @@ class MetricLogger:
         self.block_timeout = block_timeout
         self.poll_interval = poll_interval
         self.dropped_before_bus = 0
+        self._freq = None if log_freq is None else LogFrequency.parse(log_freq)  # type: ignore[arg-type]
         self._pending: deque[Event] = deque()
         self._room = threading.Event()
         self._closed = False
@@ -123,8 +129,12 @@ class MetricLogger:
 
     # ---- the training thread's hot path ----
 
-    def scalar(self, name: str, value: float, step: int, *, wall_time: float | None = None) -> None:
+    def scalar(
+        self, name: str, value: float, step: int, *, wall_time: float | None = None, epoch_end: bool = False
+    ) -> None:
         """Log one value. Raises `InvalidEvent` here, at the call, for a bad name/value/step."""
+        if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
+            return  # skipped before anything is built
         if wall_time is None and self._plain:
             event = Scalar(name, value, step)
         else:
@@ -135,8 +145,12 @@ class MetricLogger:
         else:
             self._put(event)
 
-    def scalars(self, values: Mapping[str, float], step: int, *, wall_time: float | None = None) -> None:
+    def scalars(
+        self, values: Mapping[str, float], step: int, *, wall_time: float | None = None, epoch_end: bool = False
+    ) -> None:
         """Log many values at one step as one `Metrics` event (one W&B row, one CSV row)."""
+        if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
+            return
         if wall_time is None and self._plain:
             event = Metrics(values, step)  # type: ignore[arg-type]
         else:
@@ -167,11 +181,16 @@ class MetricLogger:
         self._context = context
         self._plain = self._origin is DEFAULT_ORIGIN and context is None
 
-    def histogram(self, name: str, values: Any, step: int) -> None:
+    def histogram(self, name: str, values: Any, step: int, *, epoch_end: bool = False) -> None:
         """Log a distribution (list, numpy array or tensor); sinks bin it off this thread."""
+        if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
+            return
         self._put(Histogram(name, step, values=values, origin=self.origin, context=self.context))
 
-    def text(self, name: str, text: str, step: int) -> None:
+    def text(self, name: str, text: str, step: int, *, epoch_end: bool = False) -> None:
+        """Log a piece of text."""
+        if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
+            return
         self._put(Text(name, text, step, origin=self.origin, context=self.context))
 
     def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
