@@ -64,6 +64,24 @@ def _metricbus_null() -> float:
         return _per_call(lambda step: log.scalar("train/loss", 0.5, step))
 
 
+def _summary_writer(tmp: Path) -> float:
+    """producers.SummaryWriter.add_scalar: the drop-in's call, TensorBoard sink in its worker."""
+    from producers import SummaryWriter
+
+    with SummaryWriter(tmp) as writer:
+        writer.flush()  # worker started before the clock
+        return _per_call(lambda step: writer.add_scalar("train/loss", 0.5, step))
+
+
+def _skipped(tmp: Path) -> float:
+    """A call that log_freq skips: what logging 'every 100 steps' costs on the other 99."""
+    from benchmarks.bench_bus import NullSink
+    from producers import MetricLogger
+
+    with MetricLogger(sinks=[NullSink()], log_freq=1_000_000_000) as log:
+        return _per_call(lambda step: log.scalar("train/loss", 0.5, step + 1))
+
+
 def _csv_direct(tmp: Path) -> float:
     with open(tmp / "m.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -96,6 +114,8 @@ def contender(name: str) -> float:
         tmp = Path(d)
         return {
             "metricbus_null": _metricbus_null,
+            "summary_writer": lambda: _summary_writer(tmp),
+            "skipped": lambda: _skipped(tmp),
             "metricbus_scalar": lambda: _metricbus(tmp, 1, "process"),
             "metricbus_scalars10": lambda: _metricbus(tmp, len(VALUES), "process"),
             "metricbus_scalar_inproc": lambda: _metricbus(tmp, 1),
@@ -119,6 +139,8 @@ def main() -> None:
         "metricbus_scalars10",
         "metricbus_scalar_inproc",
         "metricbus_scalars10_inproc",
+        "summary_writer",
+        "skipped",
         "csv_direct",
         "tensorboardx",
         "wandb",
@@ -127,6 +149,8 @@ def main() -> None:
     ours = r["metricbus_scalars10"]
     labels = {
         "metricbus_null": "MetricLogger.scalar (null sink: the call itself)",
+        "summary_writer": "producers.SummaryWriter.add_scalar (TensorBoard sink)",
+        "skipped": "MetricLogger.scalar skipped by log_freq",
         "metricbus_scalar": "MetricLogger.scalar (CSV+JSONL sinks in workers)",
         "metricbus_scalars10": "MetricLogger.scalars, 10 per call (sinks in workers)",
         "metricbus_scalar_inproc": "MetricLogger.scalar (CSV+JSONL sinks in-process)",
