@@ -15,11 +15,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run a simulated training loop through every sink")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the files go (default runs/demo)")
     demo.add_argument("--steps", type=int, default=2_000)
+    demo.add_argument("--plan", type=Path, help="a plan file (TOML) declaring the sinks to use instead")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        from bus import InvalidConfig
+
         from ._demo import run_demo
 
-        stats = run_demo(args.out, steps=args.steps)
+        try:
+            stats = run_demo(args.out, steps=args.steps, plan=args.plan)
+        except InvalidConfig as exc:
+            parser.error(str(exc))
         return 0 if all(s.balanced and not s.dropped for s in stats.values()) else 1
     return 2
 

@@ -15,8 +15,13 @@ from bus import Sink, SinkStats
 from sinks import CsvSink, JsonlSink
 
 from ._logger import MetricLogger
+from ._plan import load_plan
 
 __all__ = ["run_demo"]
+
+
+def _default_logger(out: Path, console: Console) -> MetricLogger:
+    return MetricLogger(sinks=_sinks(out, console))
 
 
 def _sinks(out: Path, console: Console) -> list[Sink]:
@@ -36,14 +41,17 @@ def _sinks(out: Path, console: Console) -> list[Sink]:
     return sinks
 
 
-def run_demo(out: Path, steps: int = 2_000, step_seconds: float = 0.001) -> dict[str, SinkStats]:
+def run_demo(
+    out: Path, steps: int = 2_000, step_seconds: float = 0.001, plan: Path | None = None
+) -> dict[str, SinkStats]:
     """Simulate `steps` training steps of ~`step_seconds`, logging loss/accuracy/lr every step
-    and a weight histogram every 200 steps; print per-sink stats and where the files are."""
+    and a weight histogram every 200 steps, through the default sinks or a plan file's; print
+    per-sink stats and where the files are."""
     console = Console()
     rng = random.Random(0)
     out.mkdir(parents=True, exist_ok=True)
-    sinks = _sinks(out, console)
-    with MetricLogger(sinks=sinks) as log, Progress(console=console, transient=False) as progress:
+    logger = load_plan(plan).logger() if plan is not None else _default_logger(out, console)
+    with logger as log, Progress(console=console, transient=False) as progress:
         log.hparams({"lr": 0.1, "optimizer": "sgd", "steps": steps}, {"final/accuracy": 0.0})
         task = progress.add_task("training", total=steps)
         for step in range(steps):
@@ -62,6 +70,9 @@ def run_demo(out: Path, steps: int = 2_000, step_seconds: float = 0.001) -> dict
     for s in stats.values():
         table.add_row(s.name, s.state.value, str(s.published), str(s.delivered), str(s.dropped or 0), str(s.batches))
     console.print(table)
+    if plan is not None:
+        console.print(f"files: where {plan} put them")
+        return stats
     console.print(f"CSV:   {out / 'metrics.csv'}\nJSONL: {out / 'events.jsonl'}")
     if (out / "tensorboard").exists():
         console.print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")

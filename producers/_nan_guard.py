@@ -41,7 +41,8 @@ class NanGuard(Sink):
     def attach(cls, logger: MetricLogger, *, watch: Iterable[str] | None = None) -> NanGuard:
         """Add a guard to `logger` that makes its next logging call raise StopTraining."""
         guard = cls(logger.request_stop, watch=watch)
-        logger.add_sink(guard, name="nan-guard", when_full="drop_oldest")
+        # small batches, written at once: the guard should react within a poll, not a second
+        logger.add_sink(guard, name="nan-guard", when_full="drop_oldest", max_batch=100, max_interval=0.005)
         return guard
 
     @property
