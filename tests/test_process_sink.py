@@ -98,7 +98,8 @@ def test_a_sink_that_cannot_be_pickled_is_refused_at_add_sink() -> None:
 
 
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (see test_shutdown)
 from producers import MetricLogger
 from sinks import JsonlSink
 log = MetricLogger()

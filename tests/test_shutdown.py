@@ -18,8 +18,11 @@ from tests.helpers import wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A shell starts background jobs with SIGINT ignored, and children inherit that; a terminal's
+# Ctrl-C means the default handler, so the child restores it.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from producers import MetricLogger
 from sinks import CsvSink, JsonlSink
 out, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -107,9 +107,15 @@ async def test_a_hanging_wandb_init_cannot_hang_the_bus(tmp_path: Path, monkeypa
 async def test_a_hanging_wandb_finish_is_bounded_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from wandb.sdk.wandb_run import Run
 
-    release = threading.Event()
+    release, finished = threading.Event(), threading.Event()
     real_finish = Run.finish
-    monkeypatch.setattr(Run, "finish", lambda self, *a, **k: release.wait())
+
+    def slow_finish(self: Run, *args: Any, **kwargs: Any) -> None:  # the one fake: finish hangs
+        release.wait()
+        real_finish(self, *args, **kwargs)  # then really finishes, so no run is left half-open
+        finished.set()
+
+    monkeypatch.setattr(Run, "finish", slow_finish)
     try:
         with anyio.fail_after(30), pytest.raises(DeliveryError, match="finish did not return"):
             async with MetricBus() as bus:
@@ -118,4 +124,4 @@ async def test_a_hanging_wandb_finish_is_bounded_and_reported(tmp_path: Path, mo
         assert bus.stats()["wandb:t"].delivered == 1
     finally:
         release.set()
-        monkeypatch.setattr(Run, "finish", real_finish)
+        finished.wait(30)  # the abandoned thread completes the real finish before the next test
