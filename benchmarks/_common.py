@@ -62,3 +62,17 @@ def run_contenders(script: str, names: list[str], *args: str) -> dict[str, Any]:
             raise RuntimeError(f"contender {name} failed:\n{proc.stderr}")
         out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
+
+
+def serve_contender(run: Callable[[str], Any]) -> bool:
+    """When this interpreter was started as one contender (`--contender NAME`, by
+    run_contenders), run it, print its result as JSON and return True."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contender")
+    args, _ = parser.parse_known_args()
+    if args.contender is None:
+        return False
+    print(json.dumps(run(args.contender)))
+    return True

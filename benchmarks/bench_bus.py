@@ -6,8 +6,6 @@ naive one-stream-per-sink bus would cost. Each contender runs in its own interpr
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import anyio
 
-from benchmarks._common import run_contenders, write_result
+from benchmarks._common import run_contenders, serve_contender, write_result
 from bus import Event, MetricBus, Scalar, Sink
 
 N = 1_000_000
@@ -97,11 +95,7 @@ def contender(name: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contender")
-    args = parser.parse_args()
-    if args.contender:
-        print(json.dumps(max(contender(args.contender) for _ in range(3))))
+    if serve_contender(lambda name: max(contender(name) for _ in range(3))):
         return
     names = ["anyio_stream_task", "anyio_stream", "publish_many", "publish", "publish_nowait"]
     rates = run_contenders(__file__, names)

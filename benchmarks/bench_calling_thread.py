@@ -10,9 +10,7 @@ Each contender runs in its own interpreter.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -23,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import run_contenders, write_result
+from benchmarks._common import run_contenders, serve_contender, write_result
 
 CALLS = 20_000
 VALUES = {f"metric_{k}": 0.1 * k for k in range(10)}
@@ -127,11 +125,7 @@ def contender(name: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contender")
-    args = parser.parse_args()
-    if args.contender:
-        print(json.dumps(contender(args.contender)))
+    if serve_contender(contender):
         return
     names = [
         "metricbus_null",

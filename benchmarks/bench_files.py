@@ -7,7 +7,6 @@ by hand. Each contender runs in its own interpreter; the best of 3 runs is kept.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import anyio
 
-from benchmarks._common import run_contenders, write_result
+from benchmarks._common import run_contenders, serve_contender, write_result
 from bus import Event, MetricBus, Scalar
 from sinks import CsvSink, JsonlSink
 
@@ -71,11 +70,7 @@ def contender(name: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contender")
-    args = parser.parse_args()
-    if args.contender:
-        print(json.dumps(max(contender(args.contender) for _ in range(3))))
+    if serve_contender(lambda name: max(contender(name) for _ in range(3))):
         return
     r = run_contenders(__file__, ["csv_direct", "csv_bus", "jsonl_direct", "jsonl_bus"])
     rows = [

@@ -13,8 +13,6 @@ is bounded, not flat, in that case.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from benchmarks._common import run_contenders, write_result
+from benchmarks._common import run_contenders, serve_contender, write_result
 
 STEPS = 50_000
 STEP_SECONDS = 100e-6
@@ -65,11 +63,7 @@ def contender(name: str) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contender")
-    args = parser.parse_args()
-    if args.contender:
-        print(json.dumps(contender(args.contender)))
+    if serve_contender(contender):
         return
     curves = run_contenders(__file__, ["metricbus", "tensorboardx"])
     rows = []

@@ -18,7 +18,6 @@ the seconds spent in close/finish after the loop. Writes results/overhead.json a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from benchmarks._common import RESULTS, run_contenders, write_result
+from benchmarks._common import RESULTS, run_contenders, serve_contender, write_result
 
 STEPS = 2_000
 ROUNDS = 5
@@ -171,14 +170,9 @@ def _chart(rows: list[dict[str, object]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contender")
-    parser.add_argument("--chart", action="store_true", help="redraw overhead.png from overhead.json")
-    args = parser.parse_args()
-    if args.contender:
-        print(json.dumps(contender(args.contender)))
+    if serve_contender(contender):
         return
-    if args.chart:
+    if "--chart" in sys.argv[1:]:  # redraw overhead.png from overhead.json
         _chart(json.loads((RESULTS / "overhead.json").read_text())["rows"])
         return
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"  # inherited by contenders

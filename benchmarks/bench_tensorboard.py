@@ -8,8 +8,6 @@ cost per scalar. Each contender runs in its own interpreter; the best of 3 runs 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -19,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import anyio
 
-from benchmarks._common import run_contenders, write_result
+from benchmarks._common import run_contenders, serve_contender, write_result
 from bus import Event, MetricBus, Scalar
 
 N = 200_000
@@ -82,11 +80,7 @@ def contender(name: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contender")
-    args = parser.parse_args()
-    if args.contender:
-        print(json.dumps(contender(args.contender)))
+    if serve_contender(contender):
         return
     r = run_contenders(__file__, ["tensorboardx", "metricbus_none", "metricbus_process", "encode"])
     base = r["tensorboardx"]

@@ -9,8 +9,6 @@ spent in finish / close. Each contender runs in its own interpreter.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -21,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import anyio
 
-from benchmarks._common import run_contenders, write_result
+from benchmarks._common import run_contenders, serve_contender, write_result
 
 STEPS = 5_000
 VALUES = 10
@@ -70,11 +68,7 @@ def contender(name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contender")
-    args = parser.parse_args()
-    if args.contender:
-        print(json.dumps(contender(args.contender)))
+    if serve_contender(contender):
         return
     r = run_contenders(__file__, ["direct", "metricbus"])
     d, m = r["direct"], r["metricbus"]

@@ -3,8 +3,9 @@
 Everything but MetricLogger is loaded on first use, so importing `producers` stays light.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bus._lazy import lazy_exports
 
 from ._logger import MetricLogger
 
@@ -24,7 +25,4 @@ _LAZY = {
 __all__ = ["LogFrequency", "MetricLogger", "NanGuard", "SummaryWriter", "SystemSampler"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -4,10 +4,10 @@ The TensorBoard, W&B and console sinks are loaded on first use, so `import sinks
 tensorboardX, wandb or rich.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bus import Sink
+from bus._lazy import lazy_exports
 
 from ._callback import CallbackSink, metric_calls
 from ._csv import CsvSink
@@ -36,7 +36,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

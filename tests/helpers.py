@@ -43,28 +43,25 @@ class GatedSink(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         self.entered.set()
-        await self.gate.wait()
+        await self._pass_gate()
         self.events.extend(events)
 
+    async def _pass_gate(self) -> None:
+        await self.gate.wait()
 
-class ThreadGatedSink(Sink):
-    """Like GatedSink, but the gate is a threading.Event, for sinks under a MetricLogger."""
+
+class ThreadGatedSink(GatedSink):
+    """A GatedSink whose gate and entered flag are threading.Events, for sinks under a
+    MetricLogger (set from the test's thread, not the bus's)."""
 
     def __init__(self, name: str = "gated") -> None:
-        self._name = name
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.events: list[Event] = []
+        super().__init__(name)
+        self.gate = threading.Event()  # type: ignore[assignment]
+        self.entered = threading.Event()  # type: ignore[assignment]
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def write_batch(self, events: Sequence[Event]) -> None:
-        self.entered.set()
+    async def _pass_gate(self) -> None:
         while not self.gate.is_set():  # noqa: ASYNC110 - a threading.Event cannot be awaited
             await anyio.sleep(0.001)
-        self.events.extend(events)
 
 
 class FlakySink(Sink):

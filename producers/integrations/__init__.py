@@ -4,8 +4,9 @@ Each is loaded on first use, so a framework is imported only by the adapter that
 (`pip install 'metricbus[lightning]'`, `[transformers]`, `[accelerated]`).
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bus._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._accelerated import MetricBusLogMetricsCallback
@@ -34,7 +35,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
