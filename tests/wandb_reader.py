@@ -3,12 +3,17 @@
 The file is a 7-byte header (":W&B", a 2-byte magic, a version byte) followed by a LevelDB-style
 log: 32 KiB blocks of records, each with a 7-byte header (masked crc32c, little-endian length,
 type FULL/FIRST/MIDDLE/LAST), carrying wandb's protobuf `Record` messages.
+
+wandb's service writes the file asynchronously: `run.finish()` can return a moment before the
+last records are on disk. A record cut short at the end of the file is "not written yet", and
+`read_run` waits (with a deadline) for the run's final `exit` record before it reads.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,8 @@ def records(path: Path) -> list[Any]:
             pos += BLOCK - pos % BLOCK
             continue
         pos += RECORD_HEADER.size
+        if pos + length > len(data):  # the tail is still being written
+            break
         chunk, pos = data[pos : pos + length], pos + length
         if kind == FULL:
             out.append(pb.Record.FromString(chunk))
@@ -65,10 +72,20 @@ class WandbRun:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def finished_records(path: Path, within: float = 30.0) -> list[Any]:
+    """The file's records once wandb has written the run's `exit` record (or after `within` s)."""
+    deadline = time.monotonic() + within
+    while True:
+        found = records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)  # the wandb service is still writing; poll until its exit record lands
+
+
 def read_run(path: Path) -> WandbRun:
-    """The history rows (one dict per run.log call), config and summary of one run file."""
+    """The history rows (one dict per run.log call), config and summary of one finished run."""
     run = WandbRun(name="", group="", history=[])
-    for record in records(path):
+    for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.name, run.group = record.run.display_name, record.run.run_group
