@@ -262,7 +262,7 @@ class MetricLogger:
                 await self._drain()
                 await self._bus.flush()
 
-        self._call_async(flush)
+        self._call(flush)
 
     def stats(self) -> Mapping[str, SinkStats]:
         """Per-sink counters, including everything logged so far (pending events are handed to
@@ -274,7 +274,7 @@ class MetricLogger:
             await self._drain()
             return self._bus.stats()
 
-        stats: Mapping[str, SinkStats] = self._call_async(drained_stats)
+        stats: Mapping[str, SinkStats] = self._call(drained_stats)
         return stats
 
     def close(self) -> None:
@@ -348,14 +348,9 @@ class MetricLogger:
             await self._bus.publish_many(batch)
 
     def _call(self, fn: Any) -> Any:
+        """Run `fn` (sync or async) on the bus's thread and return its result."""
         portal = self._portal
-        if portal is None or self._closed:
-            raise BusClosed("this MetricLogger is closed")
-        return portal.call(fn)
-
-    def _call_async(self, fn: Any) -> Any:
-        portal = self._portal
-        if portal is None:
+        if portal is None:  # the bus thread has ended: close() ran, or the loop died (_error)
             raise BusClosed("this MetricLogger is closed")
         return portal.call(fn)
 

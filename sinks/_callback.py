@@ -15,9 +15,6 @@ from bus import Event, InvalidConfig, Metrics, Scalar, Sink
 
 __all__ = ["CallbackSink", "metric_calls"]
 
-MetricCallback = Callable[[str, str, str, float, int], Any]
-BatchCallback = Callable[[Sequence[Event]], Any]
-
 
 def metric_calls(events: Sequence[Event]) -> Iterator[tuple[str, str, str, float, int]]:
     """(node_name, task_name, metric_name, metric, round_number) for every value in `events`.

@@ -10,6 +10,7 @@ TensorBoard shows new points within the bus's `max_interval`.
 from __future__ import annotations
 
 import math
+import os
 import socket
 import struct
 import time
@@ -86,7 +87,7 @@ class _Run:
 
     def __init__(self, directory: Path, suffix: str, counter: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{_pid()}.{counter}{suffix}"
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{counter}{suffix}"
         self.path = directory / name
         self.file: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         self.pending: list[bytes] = []
@@ -101,12 +102,6 @@ class _Run:
             self.file.write(b"".join(self.pending))
             self.pending.clear()
         self.file.flush()
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 class TensorBoardSink(Sink):
