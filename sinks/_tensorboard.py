@@ -1,14 +1,16 @@
 """TensorBoardSink: TensorBoard event files written in batches, one run per origin.
 
-Scalars are the hot path, so their Event protobuf (wall_time, step, one Summary value) is encoded
-by hand: a handful of bytes around a cached tag, framed as a TFRecord with crc32c. Histograms,
-text and hparams are rare and use tensorboardX's protobuf classes and summary helpers. Files are
-written with one write per run per batch and flushed at the end of the batch, so a live
-TensorBoard shows new points within the bus's `max_interval`.
+Scalars are the hot path, so their Event protobuf (wall_time, step, one Summary) is encoded by
+hand: a double, a varint and a float around bytes cached per tag, framed as a TFRecord with
+crc32c. A test checks those bytes against tensorboardX's protobuf classes, which build the rare
+kinds (histograms, text, hparams). Each batch becomes one write per run, flushed at the end of
+the batch, so a live TensorBoard shows new points within the bus's `max_interval`.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
 import socket
@@ -21,15 +23,19 @@ from typing import Any, BinaryIO, ClassVar, Literal
 import anyio
 import crc32c
 
-from bus import Event, Histogram, Hparams, Metrics, Scalar, Sink, Text
+from bus import DEFAULT_ORIGIN, Event, Histogram, Hparams, Metrics, Origin, Scalar, Sink, Text
 
-__all__ = ["TensorBoardSink", "encode_record"]
+__all__ = ["TensorBoardSink"]
+
+log = logging.getLogger("metricbus")
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
-_F64 = struct.Struct("<d")
 _F32 = struct.Struct("<f")
-_FLOAT32_MAX = 3.4028234663852886e38
+_EVENT_HEAD = struct.Struct("<Bd")  # Event field 1 (wall_time, a double): key byte 0x09, value
+_MAX_STEP = 2**63 - 1  # Event.step is an int64: beyond it a varint would wrap to another step
+_CACHED_HEADER_MAX = 4096  # record lengths worth caching; bigger ones are rare (text, histograms)
+_file_ids = itertools.count()  # one per file in this process: two sinks never share a file name
 
 
 def _masked_crc(data: bytes) -> int:
@@ -52,56 +58,72 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _as_float32(value: float) -> float:
-    """TensorBoard stores scalars as float32; finite values beyond its range become ±inf."""
-    if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
-        return math.copysign(math.inf, value)
-    return value
+def _f32(value: float) -> bytes:
+    """The float32 TensorBoard stores; finite values that round beyond its range become ±inf."""
+    try:
+        return _F32.pack(value)
+    except OverflowError:
+        return _F32.pack(math.copysign(math.inf, value))
 
 
-class _TagCache(dict[str, bytes]):
-    """Summary.Value prefix per tag (field 1, the tag; then field 2's key): tags repeat forever."""
+class _Headers(dict[int, bytes]):
+    """A record's first 12 bytes (length, masked crc of it) per length: scalar records of one
+    tag have one or two lengths, so their header crc is computed once."""
+
+    def __missing__(self, length: int) -> bytes:
+        header = _U64.pack(length)
+        header += _U32.pack(_masked_crc(header))
+        if length < _CACHED_HEADER_MAX:
+            self[length] = header
+        return header
+
+    def frame(self, data: bytes) -> bytes:
+        return self[len(data)] + data + _U32.pack(_masked_crc(data))
+
+
+class _ValuePrefixes(dict[str, bytes]):
+    """Summary.value entry up to its float, per tag: key, length, tag field, simple_value key."""
 
     def __missing__(self, tag: str) -> bytes:
         raw = tag.encode("utf-8")
-        prefix = b"\x0a" + _varint(len(raw)) + raw + b"\x15"
-        self[tag] = prefix
+        body = b"\x0a" + _varint(len(raw)) + raw + b"\x15"
+        prefix = self[tag] = b"\x0a" + _varint(len(body) + 4) + body
         return prefix
 
 
-def _scalar_event(wall_time: float, step: int, values: bytes) -> bytes:
-    """Event{wall_time=1, step=2, summary=5{value=1...}} around already encoded Summary.Values."""
-    return b"\x09" + _F64.pack(wall_time) + b"\x10" + _varint(step) + b"\x2a" + _varint(len(values)) + values
+class _ScalarPrefixes(dict[str, bytes]):
+    """Event.summary (field 5) up to the float of its one value, per tag."""
 
+    def __init__(self, values: _ValuePrefixes) -> None:
+        super().__init__()
+        self.value_prefixes = values
 
-def _summary_values(pairs: Any, tags: _TagCache) -> bytes:
-    parts = []
-    for name, value in pairs:
-        body = tags[name] + _F32.pack(_as_float32(value))
-        parts.append(b"\x0a" + _varint(len(body)) + body)
-    return b"".join(parts)
+    def __missing__(self, tag: str) -> bytes:
+        value = self.value_prefixes[tag]
+        prefix = self[tag] = b"\x2a" + _varint(len(value) + 4) + value
+        return prefix
 
 
 class _Run:
     """One event file: the run of one origin."""
 
-    def __init__(self, directory: Path, suffix: str, counter: int) -> None:
+    def __init__(self, directory: Path, suffix: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{counter}{suffix}"
-        self.path = directory / name
-        self.file: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        host, pid, file_id = socket.gethostname(), os.getpid(), next(_file_ids)
+        self.path = directory / f"events.out.tfevents.{int(time.time())}.{host}.{pid}.{file_id}{suffix}"
+        self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed in TensorBoardSink.close
         self.pending: list[bytes] = []
-        # Event{wall_time=1, file_version=3: "brain.Event:2"}: what every TensorBoard file starts with
+        # Event{wall_time=1, file_version=3}: the record every TensorBoard reader expects first
         version = b"brain.Event:2"
-        first = b"\x09" + _F64.pack(time.time()) + b"\x1a" + _varint(len(version)) + version
-        self.file.write(encode_record(first))
+        self.file.write(encode_record(_EVENT_HEAD.pack(0x09, time.time()) + b"\x1a" + _varint(13) + version))
         self.file.flush()
 
     def write_pending(self) -> None:
+        """One write for everything encoded since the last call, then into the OS."""
         if self.pending:
             self.file.write(b"".join(self.pending))
             self.pending.clear()
-        self.file.flush()
+            self.file.flush()
 
 
 class TensorBoardSink(Sink):
@@ -110,9 +132,10 @@ class TensorBoardSink(Sink):
     The default origin writes into `logdir` itself (what SummaryWriter users expect: one run);
     any other origin writes into `logdir/<origin.label>`, so sites and ranks appear as runs side
     by side. Scalars and Metrics become scalar series (float32, as in every TensorBoard writer),
-    Histogram a histogram, Text a text summary, Hparams the HPARAMS tab entry (plus its metrics
-    as scalars). Runs in a worker process by default (`isolation = "process"`): encoding is pure
-    Python and would otherwise take the training process's GIL.
+    Histogram a histogram (raw values binned into `histogram_bins` equal bins), Text a text
+    summary, Hparams the HPARAMS tab entry plus its metrics as scalars. Wall time and step are
+    written as given. Runs in a worker process by default (`isolation = "process"`): encoding is
+    pure Python and would otherwise take the training process's GIL.
     """
 
     isolation: ClassVar[Literal["none", "process"]] = "process"
@@ -121,46 +144,80 @@ class TensorBoardSink(Sink):
         self.logdir = Path(logdir)
         self.filename_suffix = filename_suffix
         self.histogram_bins = histogram_bins
-        self._runs: dict[str, _Run] = {}
-        self._tags = _TagCache()
+        self._runs: dict[Origin, _Run] = {}
+        self._headers = _Headers()
+        self._values = _ValuePrefixes()
+        self._scalars = _ScalarPrefixes(self._values)
 
     @property
     def name(self) -> str:
         return f"tensorboard:{self.logdir}"
 
-    async def write_batch(self, events: Sequence[Event]) -> None:
-        await anyio.to_thread.run_sync(self._write, events)
+    async def open(self) -> None:
+        """Create `logdir` now, so an unwritable one fails the sink's open, not its first batch."""
+        await anyio.to_thread.run_sync(lambda: self.logdir.mkdir(parents=True, exist_ok=True))
+
+    async def write_batch(self, events: Sequence[Event]) -> int | None:
+        return await anyio.to_thread.run_sync(self._write, events)
 
     async def flush(self) -> None:
-        await anyio.to_thread.run_sync(self._flush_all)
+        await anyio.to_thread.run_sync(self._write_pending)
 
     async def close(self) -> None:
-        await anyio.to_thread.run_sync(self._close_all)
+        await anyio.to_thread.run_sync(self._close)
 
-    def _write(self, events: Sequence[Event]) -> None:
-        tags = self._tags
-        touched: set[_Run] = set()
+    def _write(self, events: Sequence[Event]) -> int | None:
+        """Encode a batch, then write and flush each run it touched. Returns the events refused."""
+        try:
+            rejected = self._encode(events)
+        except BaseException:
+            for run in self._runs.values():  # the bus retries the whole batch: keep no part of it
+                run.pending.clear()
+            raise
+        self._write_pending()
+        if rejected:
+            log.warning("tensorboard: %d events with a step beyond int64 were not written", rejected)
+        return rejected or None
+
+    def _encode(self, events: Sequence[Event]) -> int:
+        """Append each event's framed record(s) to its run's pending list; count refused events.
+
+        One loop with local names: at ~1 µs per scalar, attribute and call overhead is the cost.
+        """
+        frame, scalars, values, head, f32 = self._headers.frame, self._scalars, self._values, _EVENT_HEAD.pack, _f32
+        last_origin: object = None
+        last_step = -1
+        step_field = b""
+        pending: list[bytes] = []
+        rejected = 0
         for event in events:
-            run = self._run(event.origin.label)
-            touched.add(run)
+            step = event.step
+            if step > _MAX_STEP:
+                rejected += 1
+                continue
+            origin = event.origin
+            if origin is not last_origin and origin != last_origin:
+                pending = self._run(origin).pending
+                last_origin = origin
+            if step != last_step:  # consecutive events usually share a step; proto3 omits step 0
+                step_field, last_step = b"\x10" + _varint(step) if step else b"", step
             kind = type(event)
             if kind is Scalar:
-                values = _summary_values(((event.name, event.value),), tags)  # type: ignore[union-attr]
-                run.pending.append(encode_record(_scalar_event(event.wall_time, event.step, values)))
+                pending.append(frame(head(0x09, event.wall_time) + step_field + scalars[event.name] + f32(event.value)))  # type: ignore[union-attr]
             elif kind is Metrics:
-                values = _summary_values(event.values.items(), tags)  # type: ignore[union-attr]
-                run.pending.append(encode_record(_scalar_event(event.wall_time, event.step, values)))
+                summary = b"".join([values[k] + f32(v) for k, v in event.values.items()])  # type: ignore[union-attr]
+                data = head(0x09, event.wall_time) + step_field + b"\x2a" + _varint(len(summary)) + summary
+                pending.append(frame(data))
             else:
-                run.pending.extend(encode_record(e) for e in self._rich(event))
-        for run in touched:
-            run.write_pending()
+                pending.extend(encode_record(data) for data in self._rich(event))
+        return rejected
 
     def _rich(self, event: Event) -> list[bytes]:
         """Serialized Events for the rare kinds, built with tensorboardX's protobufs."""
         from tensorboardX.proto.event_pb2 import Event as EventProto
         from tensorboardX.proto.summary_pb2 import Summary
 
-        summaries: list[Summary]
+        summaries: list[Any]
         if isinstance(event, Histogram):
             summaries = [Summary(value=[Summary.Value(tag=event.name, histo=self._histogram(event))])]
         elif isinstance(event, Text):
@@ -170,10 +227,11 @@ class TensorBoardSink(Sink):
         elif isinstance(event, Hparams):
             from tensorboardX.summary import hparams
 
+            # experiment, session start and session end: what the HPARAMS plugin reads
             summaries = list(hparams(event.params, event.metrics))
-            if event.metrics:
-                values = [Summary.Value(tag=k, simple_value=_as_float32(v)) for k, v in event.metrics.items()]
-                summaries.append(Summary(value=values))
+            if event.metrics:  # the plugin takes a session's metric values from scalar series
+                scalars = [Summary.Value(tag=k, simple_value=v) for k, v in event.metrics.items()]
+                summaries.append(Summary(value=scalars))
         else:
             return []
         return [
@@ -181,52 +239,64 @@ class TensorBoardSink(Sink):
         ]
 
     def _histogram(self, event: Histogram) -> Any:
+        """A HistogramProto from raw values (binned here, NaN/inf left out: TensorBoard has no
+        bucket for them) or from precomputed buckets."""
         import numpy as np
         from tensorboardX.proto.summary_pb2 import HistogramProto
 
-        if event.values is not None:
-            values = np.asarray(event.values, dtype=np.float64)
-            values = values[np.isfinite(values)]  # TensorBoard histograms have no NaN/inf buckets
-            if values.size == 0:
-                return HistogramProto()
-            counts, edges = np.histogram(values, bins=self.histogram_bins)
-            return HistogramProto(
-                min=float(values.min()),
-                max=float(values.max()),
-                num=float(values.size),
-                sum=float(values.sum()),
-                sum_squares=float(np.dot(values, values)),
-                bucket_limit=edges[1:].tolist(),
-                bucket=counts.tolist(),
-            )
-        limits = list(event.bucket_limits or ())
-        bins = list(event.bucket_counts or ())
-        occupied = [i for i, c in enumerate(bins) if c]
-        low = limits[occupied[0] - 1] if occupied and occupied[0] > 0 else (limits[0] if limits else 0.0)
+        if event.values is None:
+            return _bucket_histogram(event.bucket_limits or (), event.bucket_counts or ())
+        values = np.asarray(event.values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return HistogramProto()
+        counts, edges = np.histogram(values, bins=self.histogram_bins)
         return HistogramProto(
-            min=low,
-            max=limits[occupied[-1]] if occupied else 0.0,
-            num=float(sum(bins)),
-            bucket_limit=limits,
-            bucket=bins,
+            min=float(values.min()),
+            max=float(values.max()),
+            num=float(values.size),
+            sum=float(values.sum()),
+            sum_squares=float(np.dot(values, values)),
+            bucket_limit=edges[1:].tolist(),
+            bucket=counts.tolist(),
         )
 
-    def _run(self, label: str) -> _Run:
-        run = self._runs.get(label)
+    def _run(self, origin: Origin) -> _Run:
+        run = self._runs.get(origin)
         if run is None:
-            directory = self.logdir if label == "main" else self.logdir / label
-            run = self._runs[label] = _Run(directory, self.filename_suffix, len(self._runs))
+            # by origin, not label: Origin(site="main") is labelled "main" too but is not the default
+            directory = self.logdir if origin == DEFAULT_ORIGIN else self.logdir / origin.label
+            run = self._runs[origin] = _Run(directory, self.filename_suffix)
         return run
 
-    def _flush_all(self) -> None:
+    def _write_pending(self) -> None:
         for run in self._runs.values():
             run.write_pending()
 
-    def _close_all(self) -> None:
+    def _close(self) -> None:
         for run in self._runs.values():
             run.write_pending()
             run.file.close()
         self._runs.clear()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_runs": {}, "_tags": _TagCache()}
+
+def _bucket_histogram(limits: Sequence[float], counts: Sequence[float]) -> Any:
+    """A HistogramProto from right bucket edges and counts.
+
+    TensorBoard draws the occupied buckets from `min` (left edge of the first) to `max` (right
+    edge of the last). The first bucket has no left edge of its own, so it gets the width of its
+    neighbour, which is exact for equal-width bins such as numpy's `histogram(...)[1][1:]`.
+    """
+    from tensorboardX.proto.summary_pb2 import HistogramProto
+
+    occupied = [i for i, c in enumerate(counts) if c]
+    if not occupied:
+        return HistogramProto(bucket_limit=limits, bucket=counts)
+    first, last = occupied[0], occupied[-1]
+    if first > 0:
+        low = limits[first - 1]
+    elif len(limits) > 1:
+        low = 2 * limits[0] - limits[1]
+    else:
+        low = limits[0]
+    return HistogramProto(min=low, max=limits[last], num=float(sum(counts)), bucket_limit=limits, bucket=counts)

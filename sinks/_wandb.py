@@ -3,17 +3,23 @@
 wandb silently ignores a `step=` lower than the run's current step. This sink never passes
 `step=`: it logs our step as the metric "metricbus/step" and declares it the x-axis of every
 metric (`define_metric`), so out-of-order and repeated steps are all kept and plotted where they
-belong. wandb can hang in `init` and `finish`; both are bounded by timeouts, run in a thread
-that is abandoned if it does not come back. Offline mode needs no account and no network.
+belong. wandb can hang in `init` and `finish`; every wandb call runs on a daemon thread of the
+sink's own, and init/finish are waited for with timeouts, so a hung wandb can hang neither the
+bus's shutdown nor the process's exit. Offline mode needs no account and no network.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import queue
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 
@@ -23,8 +29,18 @@ __all__ = ["STEP_KEY", "WandbSink"]
 
 log = logging.getLogger("metricbus")
 
-STEP_KEY = "metricbus/step"
+T = TypeVar("T")
 Mode = Literal["offline", "online", "disabled"]
+Row = tuple[str, int, dict[str, Any]]  # origin label, step, values for one run.log call
+
+STEP_KEY = "metricbus/step"
+#: Names wandb overwrites with its own values without a word, and our step axis.
+RESERVED = frozenset({STEP_KEY, "_step", "_runtime", "_timestamp"})
+#: wandb.Histogram refuses more bins than this.
+MAX_BINS = 512
+#: How long an anyio worker thread waits for a wandb call before checking in again; bounds how
+#: long an abandoned wait can outlive its cancellation.
+_WAIT_SLICE = 0.25
 
 
 class WandbSink(Sink):
@@ -32,9 +48,10 @@ class WandbSink(Sink):
 
     One run per origin (named by `origin.label`), all in `group` (default: a generated name
     shared by this sink's runs), the NVIDIA FLARE pattern for sites and ranks. Values of one
-    (origin, step) in a batch are merged into one `run.log` call (each call costs ~400 us of
+    (origin, step) in a batch are merged into one `run.log` call (each call costs ~100-400 us of
     Python). Histogram -> `wandb.Histogram`, Text -> a string value, Hparams -> the run config
-    (and its metrics logged at its step). Runs in a worker process by default.
+    (and its metrics logged at its step). `init_kwargs` go to `wandb.init` (a `settings` given
+    there replaces ours). Runs in a worker process by default.
     """
 
     isolation: ClassVar[Literal["none", "process"]] = "process"
@@ -52,6 +69,9 @@ class WandbSink(Sink):
         finish_timeout: float = 90.0,
         **init_kwargs: Any,
     ) -> None:
+        taken = {"name", "reinit"} & init_kwargs.keys()
+        if taken:
+            raise TypeError(f"WandbSink sets {sorted(taken)} itself (one run per origin, named by its label)")
         self.project = project
         self.mode = mode
         self.group = group or f"metricbus-{uuid.uuid4().hex[:8]}"
@@ -61,7 +81,8 @@ class WandbSink(Sink):
         self.init_timeout = init_timeout
         self.finish_timeout = finish_timeout
         self.init_kwargs = init_kwargs
-        self._runs: dict[str, Any] = {}
+        self._calls: _CallThread | None = None
+        self._runs: dict[str, Any] = {}  # written only on the call thread
 
     @property
     def name(self) -> str:
@@ -70,105 +91,178 @@ class WandbSink(Sink):
     async def open(self) -> None:
         try:
             import wandb  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - wandb is a dependency
+        except ImportError as exc:
             raise ImportError("WandbSink needs wandb: pip install wandb") from exc
+        self._calls = _CallThread()
 
     async def write_batch(self, events: Sequence[Event]) -> int:
-        rows, rejected = _rows(events)
-        for label in dict.fromkeys(label for (label, _step), _values in rows):
-            if label not in self._runs:
-                self._runs[label] = await self._init_run(label)
-        config = [(e.origin.label, e.params) for e in events if isinstance(e, Hparams)]
-        for label, _params in config:
-            if label not in self._runs:
-                self._runs[label] = await self._init_run(label)
-        await anyio.to_thread.run_sync(self._log, rows, config, abandon_on_cancel=True)
+        rows, config, rejected = _plan(events)
+        calls = self._opened()
+        labels = {label for label, _step, _values in rows} | {label for label, _params in config}
+        missing = [label for label in labels if label not in self._runs]
+        if missing:
+            with anyio.move_on_after(self.init_timeout) as waited:
+                await calls.call(partial(self._start_runs, missing), f"wandb.init of {missing}")
+            if waited.cancelled_caught:
+                raise TimeoutError(f"wandb.init of {missing} did not return within {self.init_timeout}s")
+        if rows or config:
+            await calls.call(partial(self._log, rows, config), "run.log")
         return rejected
 
     async def close(self) -> None:
-        runs, self._runs = self._runs, {}
-        stuck = []
-        for label, run in runs.items():
-            with anyio.move_on_after(self.finish_timeout):
-                await anyio.to_thread.run_sync(run.finish, abandon_on_cancel=True)
-                continue
-            stuck.append(label)
-        if stuck:
-            raise TimeoutError(f"wandb finish did not return within {self.finish_timeout}s for runs {stuck}")
+        calls, self._calls = self._calls, None
+        if calls is None:
+            return
+        try:
+            with anyio.move_on_after(self.finish_timeout) as waited:
+                await calls.call(self._finish_runs, "run.finish")  # queued after any hung init: late runs too
+        finally:
+            calls.stop()
+        if waited.cancelled_caught:
+            message = (
+                f"wandb did not finish within {self.finish_timeout}s, stuck in {calls.running};"
+                f" runs left open: {list(self._runs)}"
+            )
+            log.warning("wandb sink: %s", message)
+            raise TimeoutError(message)
 
-    async def _init_run(self, label: str) -> Any:
+    def _opened(self) -> _CallThread:
+        if self._calls is None:
+            raise RuntimeError("WandbSink used before open() or after close()")
+        return self._calls
+
+    # ---- on the call thread ----
+
+    def _start_runs(self, labels: list[str]) -> None:
+        for label in labels:
+            if label not in self._runs:  # a retry may find the run a late init created
+                self._runs[label] = self._init_run(label)
+
+    def _init_run(self, label: str) -> Any:
         import wandb
 
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True)
+        run = wandb.init(
+            **{"settings": settings, **self.init_kwargs},
+            project=self.project,
+            mode=self.mode,
+            group=self.group,
+            job_type=self.job_type,
+            name=label,
+            config=self.config,
+            dir=self.dir,
+            reinit="create_new",  # one run per origin, side by side in this process
+        )
+        run.define_metric(STEP_KEY)
+        run.define_metric("*", step_metric=STEP_KEY)
+        return run
 
-        def init() -> Any:
-            run = wandb.init(
-                project=self.project,
-                mode=self.mode,
-                group=self.group,
-                job_type=self.job_type,
-                name=label,
-                config=self.config,
-                dir=self.dir,
-                reinit="create_new",  # one run per origin, side by side in this process
-                settings=settings,
-                **self.init_kwargs,
-            )
-            run.define_metric(STEP_KEY)
-            run.define_metric("*", step_metric=STEP_KEY)
-            return run
-
-        with anyio.fail_after(self.init_timeout):
-            return await anyio.to_thread.run_sync(init, abandon_on_cancel=True)
-
-    def _log(self, rows: list[tuple[tuple[str, int], dict[str, Any]]], config: list[tuple[str, Any]]) -> None:
+    def _log(self, rows: list[Row], config: list[tuple[str, dict[str, Any]]]) -> None:
         import wandb
 
         for label, params in config:
             self._runs[label].config.update(params, allow_val_change=True)
-        for (label, step), values in rows:
-            row = {k: _wandb_value(wandb, v) for k, v in values.items()}
+        for label, step, values in rows:
+            row = {k: _histogram(wandb, v) if isinstance(v, Histogram) else v for k, v in values.items()}
             row[STEP_KEY] = step
             self._runs[label].log(row)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_runs": {}}
+    def _finish_runs(self) -> None:
+        for label in list(self._runs):
+            self._runs[label].finish()
+            del self._runs[label]
 
 
-def _rows(events: Sequence[Event]) -> tuple[list[tuple[tuple[str, int], dict[str, Any]]], int]:
-    """Values merged per (origin label, step), in order of first appearance; and how many events
-    were refused (a metric named like our step key would overwrite the step)."""
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
-    rejected = 0
+class _CallThread:
+    """Makes a sink's wandb calls one at a time, in order, on a daemon thread of its own.
+
+    Daemon, unlike anyio's worker threads: a wandb call that never returns cannot keep the
+    process from exiting. One thread, in order: a retried init waits behind a hung one instead of
+    starting a second run, and finish comes after every init, so a late run is finished too.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any], str] | None] = queue.SimpleQueue()
+        self.running = ""  # what the thread is doing now, for error messages
+        threading.Thread(target=self._serve, name="metricbus-wandb", daemon=True).start()
+
+    async def call(self, fn: Callable[[], T], what: str) -> T:
+        """Run `fn` on the thread and return its result; cancelling stops the wait, not `fn`."""
+        future: Future[T] = Future()
+        self._jobs.put((fn, future, what))
+        while not future.done():  # waits in slices: never pins an anyio worker to a hung call
+            await anyio.to_thread.run_sync(partial(wait, [future], timeout=_WAIT_SLICE), abandon_on_cancel=True)
+        return future.result()
+
+    def stop(self) -> None:
+        """End the thread once the calls queued so far have run."""
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future, self.running = job
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the awaiting task, like concurrent.futures
+                future.set_exception(exc)
+
+
+def _plan(events: Sequence[Event]) -> tuple[list[Row], list[tuple[str, dict[str, Any]]], int]:
+    """The batch as run.log rows, config updates and the number of events refused.
+
+    Values of one (origin, step) merge into one row; a name already in that row starts a new
+    row, so a repeated value is kept rather than overwritten. An event using a reserved name is
+    refused whole (wandb would overwrite it silently)."""
+    rows: list[Row] = []
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    config: list[tuple[str, dict[str, Any]]] = []
+    refused, names = 0, set[str]()
     for event in events:
-        values: dict[str, Any]
-        if isinstance(event, Scalar):
-            values = {event.name: event.value}
-        elif isinstance(event, Metrics):
-            values = event.values
-        elif isinstance(event, Histogram):
-            values = {event.name: event}
-        elif isinstance(event, Text):
-            values = {event.name: event.text}
-        elif isinstance(event, Hparams):
-            values = event.metrics
-            if not values:
-                continue
-        else:
+        values = _values(event)
+        if not RESERVED.isdisjoint(values):
+            refused += 1
+            names |= RESERVED.intersection(values)
             continue
-        if STEP_KEY in values:
-            log.warning("wandb sink: metric name %r is reserved for the step axis; event dropped", STEP_KEY)
-            rejected += 1
+        label = event.origin.label
+        if isinstance(event, Hparams):
+            config.append((label, dict(event.params)))
+        if not values:
             continue
-        rows.setdefault((event.origin.label, event.step), {}).update(values)
-    return list(rows.items()), rejected
+        row = latest.get((label, event.step))
+        if row is None or not row.keys().isdisjoint(values):
+            row = latest[(label, event.step)] = {}
+            rows.append((label, event.step, row))
+        row.update(values)
+    if refused:
+        log.warning("wandb sink: %d events refused for using names wandb reserves: %s", refused, sorted(names))
+    return rows, config, refused
 
 
-def _wandb_value(wandb: Any, value: Any) -> Any:
-    if isinstance(value, Histogram):
-        if value.values is not None:
-            return wandb.Histogram(sequence=[v for v in value.values if v - v == 0])  # finite only
-        limits, counts = list(value.bucket_limits or ()), list(value.bucket_counts or ())
-        edges = [limits[0] - (limits[1] - limits[0] if len(limits) > 1 else 1.0), *limits]
-        return wandb.Histogram(np_histogram=(counts, edges))
-    return value
+def _values(event: Event) -> dict[str, Any]:
+    """An event's loggable values by name (histograms stay events until the call thread)."""
+    match event:
+        case Scalar(name=name, value=value):
+            return {name: value}
+        case Metrics(values=values):
+            return values
+        case Histogram(name=name):
+            return {name: event}
+        case Text(name=name, text=text):
+            return {name: text}
+        case Hparams(metrics=metrics):
+            return metrics
+    raise TypeError(f"not an event: {event!r}")
+
+
+def _histogram(wandb: Any, event: Histogram) -> Any:
+    """A wandb.Histogram of raw values (NaN/inf left out: no bin holds them) or of precomputed
+    buckets (right edges), merged down to wandb's bin limit."""
+    if event.values is not None:
+        return wandb.Histogram(sequence=[v for v in event.values if math.isfinite(v)])
+    limits, counts = event.bucket_limits or (), event.bucket_counts or ()
+    width = limits[1] - limits[0] if len(limits) > 1 else 1.0  # the first left edge: as wide as the next
+    group = math.ceil(len(counts) / MAX_BINS)
+    starts = range(0, len(counts), group)
+    merged = [sum(counts[i : i + group]) for i in starts]
+    edges = [limits[0] - width, *(limits[min(i + group, len(limits)) - 1] for i in starts)]
+    return wandb.Histogram(np_histogram=(merged, edges))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import signal
 import socket
@@ -14,15 +15,20 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
 from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboardX.proto.event_pb2 import Event as EventProto
+from tensorboardX.proto.summary_pb2 import Summary
 
-from bus import Histogram, Hparams, MetricBus, Metrics, Origin, Scalar, Text
+from bus import Event, Histogram, Hparams, MetricBus, Metrics, Origin, Scalar, Text
 from sinks import TensorBoardSink
-from tests.helpers import wait_until_sync
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +41,10 @@ def load(run_dir: Path) -> EventAccumulator:
     return acc
 
 
+def event_files(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("events.out.tfevents.*"))
+
+
 def f32(x: float) -> float:
     return float(np.float32(x)) if math.isfinite(x) else x
 
@@ -43,20 +53,27 @@ def same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
+async def publish(logdir: Path, events: list[Event], isolate: str = "none", **config: int) -> None:
+    async with MetricBus() as bus:
+        bus.add_sink(TensorBoardSink(logdir), isolate=isolate, **config)  # type: ignore[arg-type]
+        await bus.publish_many(events)
+
+
 @pytest.fixture(params=["none", "process"])
 def isolate(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
 
 
 async def test_every_scalar_value_step_and_wall_time_reads_back(tmp_path: Path, isolate: str) -> None:
-    tags = ["train/loss", "ünïcødé/λ", "with space, comma", "val/acc"]
+    tags = ["train/loss", "ünïcødé/λ", "with space, comma", "new\nline", "val/acc"]
     values = [0.1, 1e-30, -2.5, math.nan, math.inf, -math.inf, 123456.789, 0.0]
+    steps = [0, 1, 127, 128, 300, 2**31, 2**40, 2**63 - 1]  # varints of 1 to 9 bytes
     published = [
-        Scalar(tag, v, step=s, wall_time=1_700_000_000.0 + s + 0.125) for s, v in enumerate(values) for tag in tags
+        Scalar(tag, v, step=s, wall_time=1_700_000_000.0 + i + 0.125)
+        for i, (s, v) in enumerate(zip(steps, values, strict=True))
+        for tag in tags
     ]
-    async with MetricBus() as bus:
-        bus.add_sink(TensorBoardSink(tmp_path), isolate=isolate, max_batch=5)  # type: ignore[arg-type]
-        await bus.publish_many(published)
+    await publish(tmp_path, published, isolate, max_batch=7)
     acc = load(tmp_path)
     assert sorted(acc.Tags()["scalars"]) == sorted(tags)
     for tag in tags:
@@ -67,39 +84,57 @@ async def test_every_scalar_value_step_and_wall_time_reads_back(tmp_path: Path, 
         assert all(same(g.value, f32(e.value)) for g, e in zip(got, expected, strict=True))  # float32, as in TB
 
 
+async def test_records_are_byte_for_byte_what_tensorboardx_protobufs_serialize(tmp_path: Path) -> None:
+    scalars = [Scalar(f"t/{i % 3}", v, step=i * 1000, wall_time=1e9 + i) for i, v in enumerate([0.5, -1e300, math.nan])]
+    metrics = Metrics({"a": 1.0, "ü": math.inf}, step=7, wall_time=2e9)
+    await publish(tmp_path, [*scalars, metrics])
+    (path,) = event_files(tmp_path)
+    records = list(RawEventFileLoader(str(path)).Load())  # the reader checks every crc32c
+
+    def proto(event: Scalar | Metrics, values: dict[str, float]) -> bytes:
+        summary = Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in values.items()])
+        return EventProto(wall_time=event.wall_time, step=event.step, summary=summary).SerializeToString()  # type: ignore[no-any-return]
+
+    assert EventProto.FromString(records[0]).file_version == "brain.Event:2"
+    assert records[1:] == [proto(s, {s.name: s.value}) for s in scalars] + [proto(metrics, metrics.values)]
+
+
 async def test_metrics_become_one_series_per_key(tmp_path: Path) -> None:
-    async with MetricBus() as bus:
-        bus.add_sink(TensorBoardSink(tmp_path), isolate="none")
-        for step in range(20):
-            await bus.publish(Metrics({"loss": 1 / (step + 1), "lr": 0.5**step}, step=step))
+    await publish(tmp_path, [Metrics({"loss": 1 / (s + 1), "lr": 0.5**s}, step=s) for s in range(20)])
     acc = load(tmp_path)
     assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(s, f32(1 / (s + 1))) for s in range(20)]
     assert [e.value for e in acc.Scalars("lr")] == [f32(0.5**s) for s in range(20)]
 
 
 async def test_histograms_from_raw_values_and_from_precomputed_bins(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    raw = rng.normal(size=1_000)
+    raw = np.random.default_rng(0).normal(size=1_000)
     async with MetricBus() as bus:
         bus.add_sink(TensorBoardSink(tmp_path, histogram_bins=32), isolate="none")
         await bus.publish(Histogram("weights", 3, values=np.append(raw, [np.nan, np.inf])))
         await bus.publish(Histogram("grads", 4, bucket_limits=[0.0, 1.0, 2.0, 3.0], bucket_counts=[0, 5, 7, 1]))
+        await bus.publish(Histogram("grads", 5, bucket_limits=[1.0, 2.0, 3.0], bucket_counts=[4, 0, 0]))
     acc = load(tmp_path)
     (w,) = acc.Histograms("weights")
-    finite = raw  # NaN/inf have no bucket in TensorBoard; they are left out of the histogram
-    assert w.step == 3 and w.histogram_value.num == finite.size and len(w.histogram_value.bucket) == 32
-    assert w.histogram_value.min == finite.min() and w.histogram_value.max == finite.max()
-    assert math.isclose(w.histogram_value.sum, finite.sum()) and sum(w.histogram_value.bucket) == finite.size
-    (g,) = acc.Histograms("grads")
-    assert list(g.histogram_value.bucket_limit) == [0.0, 1.0, 2.0, 3.0]
-    assert list(g.histogram_value.bucket) == [0, 5, 7, 1] and g.histogram_value.num == 13
+    h = w.histogram_value  # NaN/inf have no bucket in TensorBoard: they are left out
+    assert w.step == 3 and h.num == raw.size and len(h.bucket) == 32 and sum(h.bucket) == raw.size
+    assert h.min == raw.min() and h.max == raw.max() and math.isclose(h.sum, raw.sum())
+    assert list(h.bucket_limit) == pytest.approx(np.histogram(raw, bins=32)[1][1:].tolist())
+    g4, g5 = acc.Histograms("grads")
+    h = g4.histogram_value  # min/max: the outer edges of the occupied buckets, as TensorBoard draws them
+    assert list(h.bucket_limit) == [0.0, 1.0, 2.0, 3.0] and list(h.bucket) == [0, 5, 7, 1]
+    assert (h.num, h.min, h.max) == (13, 0.0, 3.0)
+    h = g5.histogram_value  # the first bucket has no left edge: it gets its neighbour's width
+    assert (g5.step, h.num, h.min, h.max) == (5, 4, 0.0, 1.0)
 
 
 async def test_text_and_hparams_reach_their_plugins(tmp_path: Path) -> None:
-    async with MetricBus() as bus:
-        bus.add_sink(TensorBoardSink(tmp_path), isolate="none")
-        await bus.publish(Text("notes", "lr warm-up *done*", step=7))
-        await bus.publish(Hparams({"lr": 0.01, "optimizer": "adam", "layers": 4}, {"hparam/accuracy": 0.93}))
+    await publish(
+        tmp_path,
+        [
+            Text("notes", "lr warm-up *done*", step=7),
+            Hparams({"lr": 0.01, "optimizer": "adam", "layers": 4, "amp": True}, {"hparam/accuracy": 0.93}),
+        ],
+    )
     acc = load(tmp_path)
     (text,) = acc.Tensors("notes/text_summary")
     assert text.step == 7 and text.tensor_proto.string_val == [b"lr warm-up *done*"]
@@ -107,70 +142,137 @@ async def test_text_and_hparams_reach_their_plugins(tmp_path: Path) -> None:
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
     assert hparams["lr"].number_value == 0.01 and hparams["optimizer"].string_value == "adam"
-    assert hparams["layers"].number_value == 4
+    assert hparams["layers"].number_value == 4 and hparams["amp"].bool_value is True
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["hparam/accuracy"]
+    assert "_hparams_/session_end_info" in content
     assert [e.value for e in acc.Scalars("hparam/accuracy")] == [f32(0.93)]
 
 
 async def test_one_run_per_origin_side_by_side(tmp_path: Path) -> None:
-    async with MetricBus() as bus:
-        bus.add_sink(TensorBoardSink(tmp_path), isolate="none")
-        for step in range(5):
-            for site in ("site-1", "site-2"):
-                loss = step + (0.5 if site == "site-2" else 0.0)
-                await bus.publish(Scalar("loss", loss, step=step, origin=Origin(site=site)))
-            await bus.publish(Scalar("loss", -1.0, step=step, origin=Origin(site="site-1", rank=1)))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["site-1", "site-2"]
-    assert [e.value for e in load(tmp_path / "site-1").Scalars("loss")] == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert [e.value for e in load(tmp_path / "site-2").Scalars("loss")] == [0.5, 1.5, 2.5, 3.5, 4.5]
+    events: list[Event] = []
+    for step in range(5):
+        events += [
+            Scalar("loss", step, step=step),
+            Scalar("loss", step + 0.5, step=step, origin=Origin(site="site-1")),
+            Scalar("loss", step + 0.25, step=step, origin=Origin(site="site-2")),
+            Scalar("loss", -1.0, step=step, origin=Origin(site="site-1", rank=1)),
+            Scalar("loss", -2.0, step=step, origin=Origin(site="main")),  # labelled "main", not the default
+        ]
+    await publish(tmp_path, events, max_batch=3)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["main", "site-1", "site-2"]
+    runs = {".": 0.0, "site-1": 0.5, "site-2": 0.25}
+    for run, offset in runs.items():
+        assert len(event_files(tmp_path / run)) == 1
+        assert [(e.step, e.value) for e in load(tmp_path / run).Scalars("loss")] == [(s, s + offset) for s in range(5)]
     assert [e.value for e in load(tmp_path / "site-1" / "rank1").Scalars("loss")] == [-1.0] * 5
+    assert [e.value for e in load(tmp_path / "main").Scalars("loss")] == [-2.0] * 5
 
 
 async def test_values_beyond_float32_become_infinity_not_garbage(tmp_path: Path) -> None:
-    async with MetricBus() as bus:
-        bus.add_sink(TensorBoardSink(tmp_path), isolate="none")
-        await bus.publish(Scalar("big", 1e300, step=0))
-        await bus.publish(Scalar("big", -1e300, step=1))
+    await publish(tmp_path, [Scalar("big", 1e300, step=0), Scalar("big", -1e300, step=1)])
     assert [e.value for e in load(tmp_path).Scalars("big")] == [math.inf, -math.inf]
 
 
+async def test_a_step_beyond_int64_is_a_counted_drop_not_a_wrapped_step(tmp_path: Path) -> None:
+    async with MetricBus(raise_on_loss=False) as bus:
+        bus.add_sink(TensorBoardSink(tmp_path), isolate="none")
+        await bus.publish_many([Scalar("x", 1.0, step=1), Scalar("x", 2.0, step=2**64 + 1), Scalar("x", 3.0, step=3)])
+    assert [stats.dropped for stats in bus.stats().values()] == [{"rejected": 1}]
+    assert [(e.step, e.value) for e in load(tmp_path).Scalars("x")] == [(1, 1.0), (3, 3.0)]
+
+
+async def test_picklable_before_open_and_files_appear_only_once_written(tmp_path: Path) -> None:
+    sink = pickle.loads(pickle.dumps(TensorBoardSink(tmp_path / "logs", filename_suffix=".v2")))
+    await sink.open()
+    assert (tmp_path / "logs").is_dir() and not event_files(tmp_path / "logs")
+    await sink.write_batch([Scalar("a", 1.0, step=0)])
+    (path,) = event_files(tmp_path / "logs")
+    assert re.fullmatch(
+        rf"events\.out\.tfevents\.\d+\.{re.escape(socket.gethostname())}\.{os.getpid()}\.\d+\.v2", path.name
+    )
+    await sink.close()
+    assert [e.value for e in load(tmp_path / "logs").Scalars("a")] == [1.0]
+
+
+async def test_a_batch_that_fails_half_encoded_leaves_nothing_behind_to_duplicate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = TensorBoardSink(tmp_path)
+    batch: list[Event] = [Scalar("a", 1.0, step=0), Histogram("h", 0, values=[1.0, 2.0]), Scalar("a", 2.0, step=1)]
+    real = sink._histogram
+    monkeypatch.setattr(sink, "_histogram", lambda event: 1 / 0)
+    await sink.open()
+    with pytest.raises(ZeroDivisionError):
+        await sink.write_batch(batch)
+    monkeypatch.setattr(sink, "_histogram", real)
+    await sink.write_batch(batch)  # what the bus's retry does
+    await sink.close()
+    acc = load(tmp_path)
+    assert [e.value for e in acc.Scalars("a")] == [1.0, 2.0] and len(acc.Histograms("h")) == 1
+
+
 CHILD = """
-import sys
-from producers import MetricLogger
+import os, signal, sys
+import anyio
+from bus import MetricBus, Metrics
 from sinks import TensorBoardSink
-log = MetricLogger()
-log.add_sink(TensorBoardSink(sys.argv[1]), max_interval=0.01)
-step = 0
-while True:
-    log.scalars({"loss": 1.0 / (step + 1), "acc": step / 1e6}, step=step)
-    step += 1
-    if step == 2_000:
-        print("ready", flush=True)
+
+async def main(logdir):
+    async with MetricBus() as bus:
+        bus.add_sink(TensorBoardSink(logdir), max_interval=0.005)  # in its worker process
+        step = 0
+        for flush in range(5):
+            for _ in range(2_000):
+                await bus.publish(Metrics({"loss": 1.0 / (step + 1), "acc": step / 1e6}, step=step))
+                step += 1
+            await bus.flush()
+            print(step, flush=True)  # every step before this one is in the OS
+        while step < 1_000_000:  # keep the worker writing when the kill lands
+            await bus.publish(Metrics({"loss": 1.0 / (step + 1), "acc": step / 1e6}, step=step))
+            step += 1
+            if step % 3_000 == 0:
+                os.killpg(os.getpid(), signal.SIGKILL)  # the trainer and its sink worker
+
+anyio.run(main, sys.argv[1])
 """
+
+
+def read_strictly(path: Path) -> int:
+    """Records in an event file; only a torn last record is tolerated, never a bad checksum."""
+    reader = pywrap_tensorflow.PyRecordReader_New(str(path))
+    count = 0
+    while True:
+        try:
+            reader.GetNext()
+        except errors.OutOfRangeError:
+            return count
+        except errors.DataLossError as exc:
+            assert "truncated record" in str(exc)
+            return count
+        count += 1
 
 
 def test_kill_9_leaves_event_files_tensorboard_can_read(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
     logdir = tmp_path / "logs"
-    child = subprocess.Popen(
+    child = subprocess.run(
         [sys.executable, str(script), str(logdir)],
-        stdout=subprocess.PIPE,
+        capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
+        start_new_session=True,  # its own process group, so killpg takes nothing else
+        timeout=30,
+        check=False,
     )
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-
-    def written() -> int:
-        return sum(p.stat().st_size for p in logdir.glob("events.out.tfevents.*")) if logdir.exists() else 0
-
-    wait_until_sync(lambda: written() > 200_000, timeout=30)
-    os.killpg(child.pid, signal.SIGKILL)  # the trainer and its sink worker, mid-write
-    child.wait(10)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    flushed = [int(line) for line in child.stdout.split()]
+    assert flushed == [2_000, 4_000, 6_000, 8_000, 10_000]
+    (path,) = event_files(logdir)
+    assert read_strictly(path) > flushed[-1]
     steps = [e.step for e in load(logdir).Scalars("loss")]
-    assert len(steps) > 1_000 and steps == list(range(len(steps)))
+    assert steps == list(range(len(steps))) and len(steps) >= flushed[-1]
 
 
 def _free_port() -> int:
@@ -179,34 +281,42 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_a_real_tensorboard_server_serves_the_series(tmp_path: Path) -> None:
-    async with MetricBus() as bus:
-        bus.add_sink(TensorBoardSink(tmp_path / "logs"), isolate="none")
-        for step in range(10):
-            await bus.publish(Scalar("train/loss", 1.0 / (step + 1), step=step, origin=Origin(site="site-1")))
+def _request_json(url: str, server: subprocess.Popen[bytes], within: float, body: object = None) -> Any:
+    """GET `url` (POST `body` as JSON) once the server answers, polling until a deadline; fail
+    early if the server exits."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise
+            time.sleep(0.1)
+
+
+def test_a_real_tensorboard_server_serves_the_series_and_the_hparams(tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    site = Origin(site="site-1")
+    scalars = [Scalar("train/loss", 1.0 / (s + 1), step=s * 10, origin=site) for s in range(10)]
+    anyio.run(publish, logdir, [*scalars, Hparams({"lr": 0.1, "opt": "sgd"}, {"hparam/acc": 0.5}, origin=site)])
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "logs"), "--host", "127.0.0.1",
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
          "--port", str(port), "--load_fast", "false"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=site-1&tag=train%2Floss"
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    query = {"allowedStatuses": ["STATUS_SUCCESS"], "colParams": [{"metric": {"tag": "hparam/acc"}}], "sliceSize": 10}
     try:
-        deadline = time.monotonic() + 60
-        series = None
-        while series is None:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    series = json.loads(response.read())
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)  # polling the server until it answers, bounded by the deadline
+        series = _request_json(f"{base}/scalars/scalars?run=site-1&tag=train%2Floss", server, within=15)
+        groups = _request_json(f"{base}/hparams/session_groups", server, within=5, body=query)["sessionGroups"]
     finally:
         server.terminate()
         server.wait(10)
-    assert [(step, value) for _, step, value in series] == [(s, f32(1.0 / (s + 1))) for s in range(10)]
-    assert re.fullmatch(
-        r"events\.out\.tfevents\.\d+\..+\.\d+\.\d+", next((tmp_path / "logs" / "site-1").iterdir()).name
-    )
+    assert [tuple(point) for point in series] == [(e.wall_time, e.step, f32(e.value)) for e in scalars]
+    assert [(g["name"], g["hparams"]) for g in groups] == [("site-1", {"lr": 0.1, "opt": "sgd"})]
+    assert [m["value"] for m in groups[0]["metricValues"]] == [0.5]

@@ -1,18 +1,28 @@
-"""WandbSink with real offline wandb runs, read back from their .wandb files."""
+"""WandbSink with real offline wandb runs, read back from their .wandb files.
+
+The one fake is a hang: wandb.init or Run.finish blocking on an event, to check the timeouts.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from bus import DeliveryError, Hparams, MetricBus, Metrics, Origin, RetryPolicy, Scalar, SinkState
+from bus import DeliveryError, Histogram, Hparams, MetricBus, Metrics, Origin, RetryPolicy, Scalar, SinkState, Text
 from sinks import WandbSink
 from sinks._wandb import STEP_KEY
+from tests.helpers import wait_until_sync
 from tests.wandb_reader import read_runs
 
 pytestmark = pytest.mark.anyio
@@ -20,21 +30,20 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(autouse=True)
 def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    for name, value in {"MODE": "offline", "SILENT": "true", "DIR": str(tmp_path), "DISABLE_GIT": "true"}.items():
+        monkeypatch.setenv(f"WANDB_{name}", value)
 
 
 def user_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if not k.startswith("_")} for row in history]
 
 
-def same(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or a == b
+def wandb_threads_done() -> bool:
+    return not any(t.name == "metricbus-wandb" for t in threading.enumerate())
 
 
 async def test_every_value_reads_back_one_row_per_step_out_of_order_steps_kept(tmp_path: Path) -> None:
-    steps = [10, 5, 7, 7, 0]  # backwards, repeated: wandb's own step= would drop most of these
+    steps = [10, 5, 7, 7, 7, 0]  # backwards, repeated: wandb's own step= would drop most of these
     async with MetricBus() as bus:
         bus.add_sink(WandbSink(project="t", dir=tmp_path), max_interval=3600)  # in its worker process
         for step in steps[:3]:
@@ -42,8 +51,9 @@ async def test_every_value_reads_back_one_row_per_step_out_of_order_steps_kept(t
             await bus.publish(
                 Metrics({"acc": step / 100, "nan": math.nan, "inf": math.inf, "ninf": -math.inf}, step=step)
             )
+        await bus.publish(Metrics({"loss": 0.7, "acc": 0.07}, step=7))  # same names again: a new row
         await bus.flush()  # a new batch: the same step again is a new row, not lost
-        for step in steps[3:]:
+        for step in steps[4:]:
             await bus.publish(Metrics({"loss": step / 10, "acc": step / 100}, step=step))
     (run,) = read_runs(tmp_path).values()
     rows = user_rows(run.history)
@@ -52,12 +62,27 @@ async def test_every_value_reads_back_one_row_per_step_out_of_order_steps_kept(t
         assert row["loss"] == row[STEP_KEY] / 10 and row["acc"] == row[STEP_KEY] / 100
     for row in rows[:3]:
         assert math.isnan(row["nan"]) and row["inf"] == math.inf and row["ninf"] == -math.inf
-    assert bus.stats()["wandb:t"].delivered == 8
+    assert bus.stats()["wandb:t"].delivered == 9
+
+
+async def test_histograms_and_text_read_back(tmp_path: Path) -> None:
+    limits = tuple(float(i) for i in range(1, 1001))  # more buckets than wandb's 512: merged pairwise
+    async with MetricBus() as bus:
+        bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none")
+        await bus.publish(Histogram("w", 1, values=(1.0, 2.0, 2.0, math.nan, math.inf)))
+        await bus.publish(Histogram("b", 1, bucket_limits=limits, bucket_counts=(1.0,) * 1000))
+        await bus.publish(Text("sample", 'a, "quoted"\nline', step=1))
+    (run,) = read_runs(tmp_path).values()
+    (row,) = user_rows(run.history)
+    assert row["w"]["_type"] == "histogram" and sum(row["w"]["values"]) == 3  # NaN/inf fit no bin
+    assert row["b"]["values"] == [2] * 500 and row["b"]["bins"] == [0, *range(2, 1001, 2)]
+    assert row["sample"] == 'a, "quoted"\nline' and row[STEP_KEY] == 1
 
 
 async def test_one_run_per_origin_in_one_group_with_config_and_hparams(tmp_path: Path) -> None:
+    sink = WandbSink(project="fl", dir=tmp_path, config={"arch": "cnn"})
     async with MetricBus() as bus:
-        bus.add_sink(WandbSink(project="fl", dir=tmp_path, group="hello-pt", config={"arch": "cnn"}), isolate="none")
+        bus.add_sink(sink, isolate="none")
         for rnd in range(3):
             for site in ("site-1", "site-2"):
                 await bus.publish(Scalar("val/acc", 0.5 + rnd / 10, step=rnd, origin=Origin(site=site)))
@@ -66,22 +91,33 @@ async def test_one_run_per_origin_in_one_group_with_config_and_hparams(tmp_path:
         )
     runs = read_runs(tmp_path)
     assert sorted(runs) == ["site-1", "site-2"]
+    assert len(list(tmp_path.rglob("*.wandb"))) == 2
     for name, run in runs.items():
-        assert run.group == "hello-pt" and run.config["arch"] == "cnn"
+        assert run.group == sink.group and sink.group.startswith("metricbus-") and run.config["arch"] == "cnn"
         rows = user_rows(run.history)
         assert [(r[STEP_KEY], r["val/acc"]) for r in rows if "val/acc" in r] == [(s, 0.5 + s / 10) for s in range(3)]
         if name == "site-1":
             assert run.config["lr"] == 0.01 and run.config["momentum"] == 0.9
-            assert rows[-1] == {STEP_KEY: 3, "best/acc": 0.7}
+            assert rows[-1] == {STEP_KEY: 3, "best/acc": 0.7} and run.summary["best/acc"] == 0.7
 
 
-async def test_a_metric_named_like_the_step_axis_is_counted_as_rejected(tmp_path: Path) -> None:
+async def test_names_wandb_reserves_are_counted_as_rejected(tmp_path: Path) -> None:
     async with MetricBus(raise_on_loss=False) as bus:
         bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none")
         await bus.publish(Scalar(STEP_KEY, 1.0, step=0))
+        await bus.publish(Metrics({"_step": 5.0, "ok": 2.0}, step=0))  # wandb would overwrite _step
         await bus.publish(Scalar("ok", 1.0, step=0))
     stats = bus.stats()["wandb:t"]
-    assert stats.dropped == {"rejected": 1} and stats.delivered == 1 and stats.balanced
+    assert stats.dropped == {"rejected": 2} and stats.delivered == 1 and stats.balanced
+    (run,) = read_runs(tmp_path).values()
+    assert user_rows(run.history) == [{STEP_KEY: 0, "ok": 1.0}]
+
+
+def test_picklable_before_open_and_name_is_the_origin() -> None:
+    sink = pickle.loads(pickle.dumps(WandbSink(project="p", group="g", tags=["a"])))
+    assert (sink.group, sink.init_kwargs) == ("g", {"tags": ["a"]})
+    with pytest.raises(TypeError, match="name"):
+        WandbSink(project="p", name="mine")
 
 
 async def test_a_hanging_wandb_init_cannot_hang_the_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,39 +125,79 @@ async def test_a_hanging_wandb_init_cannot_hang_the_bus(tmp_path: Path, monkeypa
 
     release = threading.Event()
     monkeypatch.setattr(wandb, "init", lambda **kwargs: release.wait())  # the one fake: a hang
+    start = time.monotonic()
     try:
-        with anyio.fail_after(30), pytest.raises(DeliveryError, match="TimeoutError"):
+        with pytest.raises(DeliveryError, match=r"stuck in wandb.init of \['main'\]"):
             async with MetricBus(shutdown_timeout=5) as bus:
                 bus.add_sink(
-                    WandbSink(project="t", dir=tmp_path, init_timeout=0.2),
+                    WandbSink(project="t", dir=tmp_path, init_timeout=0.2, finish_timeout=0.2),
                     isolate="none",
                     retry=RetryPolicy(max_attempts=2, backoff=0.01),
                 )
                 await bus.publish(Scalar("loss", 1.0, step=0))
+        assert time.monotonic() - start < 3
         stats = bus.stats()["wandb:t"]
         assert stats.state is SinkState.FAILED and stats.dropped == {"sink_failed": 1}
     finally:
         release.set()
+        wait_until_sync(wandb_threads_done)  # the late calls end before wandb.init is restored
 
 
 async def test_a_hanging_wandb_finish_is_bounded_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from wandb.sdk.wandb_run import Run
 
-    release, finished = threading.Event(), threading.Event()
+    release = threading.Event()
     real_finish = Run.finish
 
     def slow_finish(self: Run, *args: Any, **kwargs: Any) -> None:  # the one fake: finish hangs
         release.wait()
         real_finish(self, *args, **kwargs)  # then really finishes, so no run is left half-open
-        finished.set()
 
     monkeypatch.setattr(Run, "finish", slow_finish)
     try:
-        with anyio.fail_after(30), pytest.raises(DeliveryError, match="finish did not return"):
+        with (
+            anyio.fail_after(30),
+            pytest.raises(DeliveryError, match=r"stuck in run.finish; runs left open: \['main'\]"),
+        ):
             async with MetricBus() as bus:
                 bus.add_sink(WandbSink(project="t", dir=tmp_path, finish_timeout=0.3), isolate="none")
                 await bus.publish(Scalar("loss", 1.0, step=0))
         assert bus.stats()["wandb:t"].delivered == 1
     finally:
         release.set()
-        finished.wait(30)  # the abandoned thread completes the real finish before the next test
+        wait_until_sync(wandb_threads_done, timeout=30)  # the real finish completes before the next test
+
+
+HANGING_WANDB = """
+import sys, threading, anyio, wandb
+from wandb.sdk.wandb_run import Run
+from bus import MetricBus, Scalar
+from sinks import WandbSink
+
+if sys.argv[1] == "init":
+    wandb.init = lambda **kwargs: threading.Event().wait()
+else:
+    Run.finish = lambda self, *args, **kwargs: threading.Event().wait()
+
+async def main():
+    async with MetricBus(raise_on_loss=False) as bus:
+        bus.add_sink(WandbSink(project="t", init_timeout=0.3, finish_timeout=0.3), isolate="none")
+        await bus.publish(Scalar("loss", 1.0, step=0))
+    print(bus.stats()["wandb:t"].state.value)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("hangs_in", ["init", "finish"])
+def test_a_wandb_call_that_never_returns_does_not_keep_the_process_alive(hangs_in: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(HANGING_WANDB), hangs_in],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["failed"]

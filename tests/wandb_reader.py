@@ -59,8 +59,17 @@ def _value(item: Any) -> Any:
     return json.loads(item.value_json)  # wandb writes NaN/Infinity, which json reads back
 
 
-def _key(item: Any) -> str:
-    return item.key or "/".join(item.nested_key)
+def _items(items: Any) -> dict[str, Any]:
+    """Items as a dict; a nested_key path (a logged dict, e.g. a histogram's values and bins)
+    becomes nested dicts. Metric names with '/' are one key, not a path."""
+    out: dict[str, Any] = {}
+    for item in items:
+        *parents, last = [item.key] if item.key else item.nested_key
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = _value(item)
+    return out
 
 
 @dataclass
@@ -89,13 +98,13 @@ def read_run(path: Path) -> WandbRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.name, run.group = record.run.display_name, record.run.run_group
-            run.config.update({i.key: _value(i) for i in record.run.config.update})
+            run.config.update(_items(record.run.config.update))
         elif kind == "history":
-            run.history.append({_key(i): _value(i) for i in record.history.item})
+            run.history.append(_items(record.history.item))
         elif kind == "config":
-            run.config.update({_key(i): _value(i) for i in record.config.update})
+            run.config.update(_items(record.config.update))
         elif kind == "summary":
-            run.summary.update({_key(i): _value(i) for i in record.summary.update})
+            run.summary.update(_items(record.summary.update))
     return run
 
 
