@@ -1,9 +1,10 @@
 """NanGuard: stop training when a watched metric becomes NaN or infinite.
 
 It is a sink, so it inspects events on the bus's thread and costs the training thread nothing.
-When it trips it calls `on_trigger(reason)`, by default nothing else; with a MetricLogger pass
+When it trips it calls `on_trigger(reason)` once. With a MetricLogger pass
 `on_trigger=log.request_stop` (or use `NanGuard.attach(log)`) and the next logging call raises
-`StopTraining`. The event that tripped it still reaches every other sink.
+`bus.StopTraining`; pass any other callable to decide for yourself. The event that tripped it
+still reaches every other sink: the guard only reads.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ log = logging.getLogger("metricbus")
 class NanGuard(Sink):
     """Calls `on_trigger(reason)` once, for the first watched value that is NaN or ±inf.
 
-    watch: metric names to check (None: every Scalar and Metrics value).
+    watch: metric names to check (None: every value of every Scalar and Metrics event).
+    `tripped` holds the reason once `on_trigger` has returned (None until then).
     """
 
     accepts = (Scalar, Metrics)
@@ -41,7 +43,8 @@ class NanGuard(Sink):
     def attach(cls, logger: MetricLogger, *, watch: Iterable[str] | None = None) -> NanGuard:
         """Add a guard to `logger` that makes its next logging call raise StopTraining."""
         guard = cls(logger.request_stop, watch=watch)
-        # small batches, written at once: the guard should react within a poll, not a second
+        # Small batches, written at once: the guard should react within a poll, not a second.
+        # drop_oldest: a guard must never hold the loop back; its drops are counted, not raised.
         logger.add_sink(guard, name="nan-guard", when_full="drop_oldest", max_batch=100, max_interval=0.005)
         return guard
 
@@ -53,10 +56,28 @@ class NanGuard(Sink):
         if self.tripped is not None:
             return
         for event in events:
-            pairs = ((event.name, event.value),) if isinstance(event, Scalar) else event.values.items()  # type: ignore[union-attr]
-            for name, value in pairs:
-                if (self.watch is None or name in self.watch) and not math.isfinite(value):
-                    self.tripped = f"{name} became {value} at step {event.step}"
-                    log.error("NanGuard: %s", self.tripped)
-                    self.on_trigger(self.tripped)
-                    return
+            reason = self._check(event)
+            if reason is not None:
+                log.error("NanGuard: %s", reason)
+                try:
+                    self.on_trigger(reason)
+                finally:
+                    # Set after the callback: whoever sees `tripped` also sees its effect (a stop
+                    # request); set even if it raised, so a retried batch does not trigger twice.
+                    self.tripped = reason
+                return
+
+    def _check(self, event: Event) -> str | None:
+        """The reason to stop, if a watched value of `event` is not finite."""
+        match event:
+            case Scalar(name=name, value=value):
+                pairs: Iterable[tuple[str, float]] = ((name, value),)
+            case Metrics(values=values):
+                pairs = values.items()
+            case _:
+                return None
+        watch = self.watch
+        for name, value in pairs:
+            if not math.isfinite(value) and (watch is None or name in watch):
+                return f"{name} became {value} at step {event.step}"
+        return None

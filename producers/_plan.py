@@ -1,33 +1,35 @@
 """Plan files: sinks and a metric callback declared by `template` + `settings`, as in OpenFL's
-plan.yaml (`log_metric_callback: template: module.func`), here in TOML:
+plan.yaml (`log_metric_callback: template: module.func`), in TOML (or YAML with PyYAML):
 
     [logger]                              # MetricLogger options (optional)
     shutdown_timeout = 10.0
 
     [[sinks]]
-    template = "sinks.CsvSink"            # module.Name of a Sink class (or factory)
+    template = "sinks.CsvSink"            # module.Name of a Sink class (or a factory returning one)
     settings = { path = "runs/plan/metrics.csv" }
     options = { when_full = "drop_oldest" }   # add_sink options (optional)
 
     [log_metric_callback]                 # fn(node_name, task_name, metric_name, metric, round_number)
     template = "my_project.metrics.write_metric"
 
-`load_plan(path)` checks everything (imports, types, settings) and raises `InvalidConfig` naming
-the key at fault; `plan.logger()` builds a ready MetricLogger.
+`load_plan(path)` imports and builds everything and raises `InvalidConfig` naming the key at
+fault; `plan.logger()` gives a ready MetricLogger with every sink and the callback attached.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus import InvalidConfig, Sink, SinkConfig
+from bus import InvalidConfig, RetryPolicy, Sink, SinkConfig
 
+from ._frequency import LogFrequency
 from ._logger import MetricLogger
 
 __all__ = ["Plan", "load_plan"]
@@ -43,6 +45,9 @@ _LOGGER_KEYS = {
     "handle_sigterm",
     "log_freq",
 }
+# add_sink's keyword options a plan can set (a `retry` table becomes a RetryPolicy).
+_SINK_OPTIONS = {"name", "capacity", "max_batch", "max_interval", "when_full", "retry", "isolate"}
+_OPENFL_CALL = ("node", "task", "metric", 0.0, 0)  # a sample call with OpenFL's five arguments
 
 
 @dataclass(frozen=True)
@@ -65,18 +70,26 @@ class Plan:
         return log
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise InvalidConfig(f"cannot read plan {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(f"{path} is not valid TOML: {exc}") from exc
+def load_plan(path: str | Path) -> Plan:
+    """Read, import and check a plan file (.toml, or .yaml/.yml with PyYAML installed).
+
+    Raises InvalidConfig naming the key at fault: an unknown section or option, a template whose
+    module or attribute is missing, one that does not make a Sink (or is not callable), settings
+    its constructor refuses, or add_sink options out of range.
+    """
+    path = Path(path)
+    data = _read(path)
+    unknown = set(data) - _TOP_LEVEL
+    if unknown:
+        raise InvalidConfig(f"{path}: unknown sections {sorted(unknown)}; expected some of {sorted(_TOP_LEVEL)}")
+    sinks = data.get("sinks", [])
+    if not isinstance(sinks, list):
+        raise InvalidConfig("sinks must be an array of tables ([[sinks]])")
+    return Plan(
+        logger_settings=_logger_settings(data),
+        sinks=[_sink(entry, f"sinks[{i}]") for i, entry in enumerate(sinks)],
+        callback=_callback(data.get("log_metric_callback")),
+    )
 
 
 def resolve(template: object, key: str) -> Any:
@@ -94,11 +107,77 @@ def resolve(template: object, key: str) -> Any:
         raise InvalidConfig(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
 
 
-def _settings(entry: Mapping[str, Any], key: str, name: str = "settings") -> dict[str, Any]:
+# ---- reading ----
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if path.suffix in (".yaml", ".yml"):
+        return _read_yaml(path)
+    tomllib = _tomllib()
+    try:
+        with open(path, "rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read plan {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfig(f"{path} is not valid TOML: {exc}") from exc
+    return data
+
+
+def _tomllib() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    try:  # pragma: no cover - Python 3.10
+        import tomli
+    except ImportError:  # pragma: no cover - Python 3.10 without tomli
+        raise ImportError("TOML plan files on Python 3.10 need tomli: pip install tomli") from None
+    return tomli  # pragma: no cover
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        import yaml
+    except ImportError:
+        raise ImportError(
+            f"{path} is YAML, which needs PyYAML: pip install pyyaml (or write the plan in TOML)"
+        ) from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read plan {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidConfig(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"{path}: a plan is a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+# ---- checking ----
+
+
+def _table(entry: Mapping[str, Any], key: str, name: str) -> dict[str, Any]:
     value = entry.get(name, {})
     if not isinstance(value, Mapping):
         raise InvalidConfig(f"{key}.{name} must be a table, got {value!r}")
     return dict(value)
+
+
+def _logger_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    settings = _table(data, "plan", "logger")
+    unknown = set(settings) - _LOGGER_KEYS
+    if unknown:
+        raise InvalidConfig(f"logger: unknown options {sorted(unknown)}; expected some of {sorted(_LOGGER_KEYS)}")
+    if "log_freq" in settings:
+        try:
+            LogFrequency.parse(settings["log_freq"])
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"logger.log_freq: {exc}") from exc
+    return settings
 
 
 def _sink(entry: object, key: str) -> tuple[Sink, dict[str, Any]]:
@@ -106,46 +185,66 @@ def _sink(entry: object, key: str) -> tuple[Sink, dict[str, Any]]:
         raise InvalidConfig(f"{key} must be a table with template = ..., got {entry!r}")
     unknown = set(entry) - {"template", "settings", "options"}
     if unknown:
-        raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}")
-    factory = resolve(entry.get("template"), f"{key}.template")
-    settings = _settings(entry, key)
+        raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}; expected template, settings, options")
+    template = entry.get("template")
+    factory = resolve(template, f"{key}.template")
+    if not callable(factory):
+        raise InvalidConfig(f"{key}.template: {template} is not a class or function")
+    settings = _table(entry, key, "settings")
     try:
         sink = factory(**settings)
-    except (TypeError, ValueError) as exc:
-        raise InvalidConfig(f"{key}.settings: {entry['template']}(**settings) failed: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # InvalidConfig is a ValueError too
+        raise InvalidConfig(f"{key}.settings: {template}(**settings) failed: {exc}") from exc
     if not isinstance(sink, Sink):
-        raise InvalidConfig(f"{key}.template: {entry['template']} made a {type(sink).__name__}, not a Sink")
-    options = _settings(entry, key, "options")
+        raise InvalidConfig(f"{key}.template: {template} made a {type(sink).__name__}, not a Sink")
+    return sink, _sink_options(entry, key)
+
+
+def _sink_options(entry: Mapping[str, Any], key: str) -> dict[str, Any]:
+    options = _table(entry, key, "options")
+    unknown = set(options) - _SINK_OPTIONS
+    if unknown:
+        raise InvalidConfig(f"{key}.options: unknown {sorted(unknown)}; expected some of {sorted(_SINK_OPTIONS)}")
     try:
+        if "retry" in options:
+            retry = options["retry"]
+            if not isinstance(retry, Mapping):
+                raise InvalidConfig(f"retry must be a table, got {retry!r}")
+            options["retry"] = RetryPolicy(**retry)
         SinkConfig(**{k: v for k, v in options.items() if k in SinkConfig.__struct_fields__})
     except (TypeError, ValueError) as exc:
         raise InvalidConfig(f"{key}.options: {exc}") from exc
-    return sink, options
+    if options.get("isolate", "none") not in ("none", "process"):
+        raise InvalidConfig(f"{key}.options: isolate must be 'none' or 'process', got {options['isolate']!r}")
+    return options
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read and check a plan file; raises InvalidConfig naming the key at fault."""
-    data = _read_toml(Path(path))
-    unknown = set(data) - _TOP_LEVEL
+def _callback(entry: object) -> Callable[..., Any] | None:
+    """OpenFL's log_metric_callback: a function taking (node_name, task_name, metric_name, metric,
+    round_number), plus any `settings` as keyword arguments."""
+    key = "log_metric_callback"
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping):
+        raise InvalidConfig(f"{key} must be a table with template = ...")
+    unknown = set(entry) - {"template", "settings"}
     if unknown:
-        raise InvalidConfig(f"{path}: unknown sections {sorted(unknown)}; expected {sorted(_TOP_LEVEL)}")
-    logger_settings = _settings(data, "plan", "logger")
-    unknown = set(logger_settings) - _LOGGER_KEYS
-    if unknown:
-        raise InvalidConfig(f"logger: unknown options {sorted(unknown)}; expected some of {sorted(_LOGGER_KEYS)}")
-    sinks = data.get("sinks", [])
-    if not isinstance(sinks, list):
-        raise InvalidConfig("sinks must be an array of tables ([[sinks]])")
-    built = [_sink(entry, f"sinks[{i}]") for i, entry in enumerate(sinks)]
-    callback = None
-    entry = data.get("log_metric_callback")
-    if entry is not None:
-        if not isinstance(entry, Mapping):
-            raise InvalidConfig("log_metric_callback must be a table with template = ...")
-        callback = resolve(entry.get("template"), "log_metric_callback.template")
-        if not callable(callback):
-            raise InvalidConfig(f"log_metric_callback.template: {entry['template']} is not callable")
-        settings = _settings(entry, "log_metric_callback")
-        if settings:
-            callback = functools.partial(callback, **settings)
-    return Plan(logger_settings=logger_settings, sinks=built, callback=callback)
+        raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}; expected template, settings")
+    template = entry.get("template")
+    fn = resolve(template, f"{key}.template")
+    if not callable(fn):
+        raise InvalidConfig(f"{key}.template: {template} is not callable")
+    settings = _table(entry, key, "settings")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: they are checked at the first call
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*_OPENFL_CALL, **settings)
+        except TypeError as exc:
+            raise InvalidConfig(
+                f"{key}: {template} cannot be called as fn(node_name, task_name, metric_name, metric, "
+                f"round_number{', **settings' if settings else ''}): {exc}"
+            ) from exc
+    return functools.partial(fn, **settings) if settings else fn

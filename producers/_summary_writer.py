@@ -1,59 +1,80 @@
 """SummaryWriter: a drop-in for tensorboardX's / torch.utils.tensorboard's writer, on a bus.
 
 Change the import and a script's scalars, histograms, text and hparams go through metricbus: by
-default to a TensorBoardSink in `logdir` (in its worker process), or to any sinks of a
-MetricLogger you pass. Calls return at once. Media and graph methods raise NotImplementedError
-naming an alternative, rather than silently doing nothing.
+default to a TensorBoardSink in `logdir` (in its worker process), or to every sink of a
+MetricLogger passed as `logger=`. Calls return at once. Media, graph and embedding methods raise
+NotImplementedError naming an alternative, rather than silently doing nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
-from bus import Histogram, Hparams, Origin, Scalar, Text
+from bus import Histogram, Hparams, InvalidConfig, Origin, Scalar, Text
 
+from ._frequency import FrequencySpec, LogFrequency
 from ._logger import MetricLogger
 
 __all__ = ["SummaryWriter"]
+
+log = logging.getLogger("metricbus")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def _default_logdir(comment: str) -> str:
+    """tensorboardX's and torch's default: runs/<Mon DD_HH-MM-SS>_<host><comment>."""
     stamp = datetime.now().strftime("%b%d_%H-%M-%S")
     return str(Path("runs") / f"{stamp}_{socket.gethostname()}{comment}")
 
 
 def _run_part(text: str) -> str:
-    """A name usable as an origin part (a run directory): unsafe characters become '_'."""
-    cleaned = _UNSAFE.sub("_", text)[:128]
+    """A name usable as an origin part (one directory level): unsafe characters become '_'."""
+    cleaned = _UNSAFE.sub("_", str(text))[:128]
     return cleaned if cleaned not in ("", ".", "..") else "_"
 
 
-def _as_list(values: Any) -> Any:
-    """numpy arrays, torch tensors (moved to the CPU) and sequences, as something Histogram takes."""
+def _host_values(values: Any) -> Any:
+    """Torch tensors moved to the CPU as numpy; numpy arrays and sequences as they are."""
     detach = getattr(values, "detach", None)
-    if detach is not None:
-        values = detach().cpu().numpy()
-    return values
+    return detach().cpu().numpy() if detach is not None else values
+
+
+def _unsupported(method: str, alternative: str) -> Callable[..., NoReturn]:
+    """A method that refuses loudly and says what to use instead."""
+
+    def refuse(self: SummaryWriter, *args: object, **kwargs: object) -> NoReturn:
+        raise NotImplementedError(f"SummaryWriter.{method} is not supported by metricbus; {alternative}")
+
+    refuse.__name__ = refuse.__qualname__ = method
+    refuse.__doc__ = f"Not supported: raises NotImplementedError ({alternative})."
+    return refuse
+
+
+_IMAGES = "log images with tensorboardX.SummaryWriter (another run directory) or wandb.Image"
 
 
 class SummaryWriter:
     """The tensorboardX / torch.utils.tensorboard SummaryWriter API, publishing to metricbus.
 
-    Honoured: logdir/log_dir, comment (default logdir naming), filename_suffix. Accepted and
-    ignored, because the bus batches and flushes on its own schedule: purge_step, max_queue,
-    flush_secs, write_to_disk. `logger=` sends everything to an existing MetricLogger instead
-    (any sinks; it is not closed by `close()`).
+    Honoured: `logdir`/`log_dir` (tensorboardX's naming default when both are None), `comment`
+    (in that default), `filename_suffix`, `write_to_disk=False` (no TensorBoard sink).
+    Accepted and ignored, because the bus batches and flushes on its own schedule: `max_queue`,
+    `flush_secs`, extra keyword arguments (tensorboardX's `comet_config`, ...). `purge_step` is
+    not supported: it is accepted with a warning and nothing is purged.
 
-    add_scalars(main_tag, {tag: value}) writes, as tensorboardX does, the scalar `main_tag` in
-    the run `main_tag/tag`, here as events with origin (site=main_tag, node=tag); unlike
-    tensorboardX it opens no writer per key and keeps no values in memory.
+    `logger=` sends everything to an existing MetricLogger (any sinks; `close()` only flushes it).
+    `log_freq=` (an int N, "batch", or a LogFrequency) skips calls before any event is built;
+    a call with `global_step=None` counts as step 0, the step tensorboardX records for it.
     """
 
     def __init__(
@@ -68,18 +89,40 @@ class SummaryWriter:
         log_dir: str | Path | None = None,
         *,
         logger: MetricLogger | None = None,
+        log_freq: FrequencySpec | None = None,
         **kwargs: Any,
     ) -> None:
-        self.logdir = str(log_dir or logdir or _default_logdir(comment))
+        chosen = logdir if logdir is not None else log_dir
+        self.logdir = str(chosen) if chosen is not None else _default_logdir(comment)
+        if purge_step is not None:
+            log.warning("SummaryWriter: purge_step=%s is not supported; no earlier events are purged", purge_step)
+        self._freq = None if log_freq is None else LogFrequency.parse(log_freq)
         self._owned = logger is None
         if logger is None:
-            from sinks import TensorBoardSink
+            destinations = []
+            if write_to_disk:
+                from sinks import TensorBoardSink
 
-            logger = MetricLogger(sinks=[TensorBoardSink(self.logdir, filename_suffix=filename_suffix)])
+                destinations.append(TensorBoardSink(self.logdir, filename_suffix=filename_suffix))
+            logger = MetricLogger(sinks=destinations)
         self._log = logger
+        self._scalar = logger.scalar  # the hot path: one bound method, looked up once
+        self._series: dict[tuple[str, str], Origin] = {}  # add_scalars' runs: one Origin per series
+        self._closed = False
+        self._default_step: Any = 0  # global_step=None means this (tensorboardX: 0, or use_metadata's)
+        self._default_walltime: float | None = None
+        self._in_metadata = False
+
+    @property
+    def logger(self) -> MetricLogger:
+        """The MetricLogger this writer publishes to (add sinks or producers to it)."""
+        return self._log
 
     def get_logdir(self) -> str:
+        """The directory the default TensorBoard sink writes to."""
         return self.logdir
+
+    # ---- what a training script calls ----
 
     def add_scalar(
         self,
@@ -87,28 +130,39 @@ class SummaryWriter:
         scalar_value: Any,
         global_step: int | None = None,
         walltime: float | None = None,
-        *args: Any,
-        **kwargs: Any,
+        display_name: str = "",
+        summary_description: str = "",
+        new_style: bool = False,
+        double_precision: bool = False,
     ) -> None:
-        """Log one value; `global_step=None` logs at step 0, as tensorboardX does."""
-        self._log.scalar(tag, scalar_value, 0 if global_step is None else global_step, wall_time=walltime)
+        """Log one value (a number, numpy scalar or 0-d tensor); `global_step=None` is step 0.
+        The display options of tensorboardX and torch are accepted and ignored."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return
+        if walltime is None and self._default_walltime is None:
+            self._scalar(tag, scalar_value, step)
+        else:
+            self._scalar(tag, scalar_value, step, wall_time=self._default_walltime if walltime is None else walltime)
 
     def add_scalars(
         self,
         main_tag: str,
-        tag_scalar_dict: dict[str, Any],
+        tag_scalar_dict: Mapping[str, Any],
         global_step: int | None = None,
         walltime: float | None = None,
     ) -> None:
-        """Log several series under one chart: scalar `main_tag` in run `main_tag/<tag>` each."""
-        step = 0 if global_step is None else global_step
-        site = _run_part(main_tag)
+        """Several series on one chart, as tensorboardX draws them: the scalar `main_tag` in the
+        run `<logdir>/<main_tag>/<tag>` for each tag (events with origin site=main_tag, node=tag;
+        characters other than letters, digits, '_', '.', '-' become '_'). Nothing is kept per
+        value and no writer is opened here: the TensorBoard sink keeps one file per run."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return
+        fields = self._fields(walltime)
         for tag, value in tag_scalar_dict.items():
-            origin = Origin(site=site, node=_run_part(tag))
-            if walltime is None:
-                self._log.publish(Scalar(main_tag, value, step, origin=origin))
-            else:
-                self._log.publish(Scalar(main_tag, value, step, wall_time=walltime, origin=origin))
+            fields["origin"] = self._series_origin(main_tag, tag)
+            self._log.publish(Scalar(main_tag, value, step, **fields))
 
     def add_histogram(
         self,
@@ -119,42 +173,98 @@ class SummaryWriter:
         walltime: float | None = None,
         max_bins: int | None = None,
     ) -> None:
-        """Log a distribution. The TensorBoard sink bins it (`histogram_bins`); `bins` is ignored."""
-        step = 0 if global_step is None else global_step
-        if walltime is None:
-            self._log.publish(Histogram(tag, step, values=_as_list(values)))
-        else:
-            self._log.publish(Histogram(tag, step, values=_as_list(values), wall_time=walltime))
+        """Log a distribution (sequence, numpy array or tensor). The sink bins it off this thread
+        with its own `histogram_bins`; `bins` and `max_bins` are ignored."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return
+        self._log.publish(Histogram(tag, step, values=_host_values(values), **self._fields(walltime)))
+
+    def add_histogram_raw(
+        self,
+        tag: str,
+        min: float,  # tensorboardX's parameter names, shadowing builtins this method does not use
+        max: float,
+        num: float,
+        sum: float,
+        sum_squares: float,
+        bucket_limits: Any,
+        bucket_counts: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Log precomputed buckets (right edges and counts). TensorBoard draws histograms from the
+        buckets; min, max, num, sum and sum_squares are not carried (the sink derives them)."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return
+        event = Histogram(
+            tag,
+            step,
+            bucket_limits=_host_values(bucket_limits),
+            bucket_counts=_host_values(bucket_counts),
+            **self._fields(walltime),
+        )
+        self._log.publish(event)
 
     def add_text(
         self, tag: str, text_string: str, global_step: int | None = None, walltime: float | None = None
     ) -> None:
-        step = 0 if global_step is None else global_step
-        if walltime is None:
-            self._log.publish(Text(tag, text_string, step))
-        else:
-            self._log.publish(Text(tag, text_string, step, wall_time=walltime))
+        """Log a piece of text (shown in TensorBoard's TEXT tab, markdown rendered)."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return
+        self._log.publish(Text(tag, text_string, step, **self._fields(walltime)))
 
     def add_hparams(
         self,
         hparam_dict: dict[str, Any],
-        metric_dict: dict[str, float],
+        metric_dict: dict[str, Any],
         hparam_domain_discrete: Any = None,
-        run_name: str | None = None,
+        run_name: Any = None,
         global_step: int | None = None,
+        *,
         name: str | None = None,
     ) -> None:
-        """The HPARAMS tab entry for this run (tensorboardX puts it in a separate run; we keep it
-        in the writer's own run, next to the metrics it describes)."""
+        """One HPARAMS entry, as tensorboardX and torch write it: in the sub-run `<logdir>/<name>`
+        (default: the current time), with each metric also as a scalar there. Both positional
+        orders work: torch's (domain, run_name, global_step) and tensorboardX's (name,
+        global_step). `hparam_domain_discrete` is ignored (the tab infers each domain)."""
+        if isinstance(hparam_domain_discrete, str):  # tensorboardX: add_hparams(h, m, name, global_step)
+            name, hparam_domain_discrete = hparam_domain_discrete, None
+            if isinstance(run_name, int) and not isinstance(run_name, bool):
+                global_step, run_name = run_name, None
+        if type(hparam_dict) is not dict or type(metric_dict) is not dict:
+            raise TypeError("hparam_dict and metric_dict should be dictionaries")  # as both libraries do
+        run = name or run_name or str(time.time())
+        origin = Origin(site=_run_part(run), rank=self._log.origin.rank)
         step = 0 if global_step is None else global_step
-        self._log.publish(Hparams(dict(hparam_dict), dict(metric_dict), step=step))
+        self._log.publish(Hparams(dict(hparam_dict), dict(metric_dict), step=step, origin=origin))
+
+    @contextlib.contextmanager
+    def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[SummaryWriter]:
+        """Within the block, calls without `global_step` / `walltime` use these (tensorboardX's API)."""
+        if global_step is None and walltime is None:
+            raise InvalidConfig("use_metadata needs global_step or walltime")
+        if self._in_metadata:
+            raise InvalidConfig("use_metadata blocks do not nest")
+        self._in_metadata = True
+        self._default_step = 0 if global_step is None else global_step
+        self._default_walltime = walltime
+        try:
+            yield self
+        finally:
+            self._in_metadata, self._default_step, self._default_walltime = False, 0, None
 
     def flush(self) -> None:
-        """Block until everything logged so far is written."""
+        """Block until everything logged so far is written by every sink."""
         self._log.flush()
 
     def close(self) -> None:
-        """Flush; close the underlying logger if this writer created it."""
+        """Flush; close the underlying logger if this writer created it. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         if self._owned:
             self._log.close()
         else:
@@ -168,37 +278,47 @@ class SummaryWriter:
     ) -> None:
         self.close()
 
+    # ---- helpers ----
+
+    def _fields(self, walltime: float | None) -> dict[str, Any]:
+        """The origin/context of this writer's logger, and the wall time if one was given."""
+        fields: dict[str, Any] = {"origin": self._log.origin, "context": self._log.context}
+        if walltime is None:
+            walltime = self._default_walltime
+        if walltime is not None:
+            fields["wall_time"] = walltime
+        return fields
+
+    def _series_origin(self, main_tag: str, tag: str) -> Origin:
+        origin = self._series.get((main_tag, tag))
+        if origin is None:
+            origin = Origin(site=_run_part(main_tag), node=_run_part(tag), rank=self._log.origin.rank)
+            self._series[(main_tag, tag)] = origin
+        return origin
+
     # ---- not supported: fail loudly, say what to use instead ----
 
-    def _unsupported(self, method: str, alternative: str) -> NoReturn:
-        raise NotImplementedError(f"SummaryWriter.{method} is not supported by metricbus; {alternative}")
-
-    def add_image(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_image", "log images with tensorboardX.SummaryWriter or wandb.Image directly")
-
-    def add_images(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_images", "log images with tensorboardX.SummaryWriter or wandb.Image directly")
-
-    def add_figure(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_figure", "save the figure, or use tensorboardX.SummaryWriter.add_figure")
-
-    def add_video(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_video", "use tensorboardX.SummaryWriter.add_video or wandb.Video")
-
-    def add_audio(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_audio", "use tensorboardX.SummaryWriter.add_audio or wandb.Audio")
-
-    def add_graph(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_graph", "use torch.utils.tensorboard.SummaryWriter.add_graph once, outside the loop")
-
-    def add_embedding(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_embedding", "use tensorboardX.SummaryWriter.add_embedding")
-
-    def add_pr_curve(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_pr_curve", "log precision/recall as scalars, or use tensorboardX directly")
-
-    def add_mesh(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_mesh", "use tensorboardX.SummaryWriter.add_mesh")
-
-    def add_custom_scalars(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("add_custom_scalars", "use tensorboardX.SummaryWriter.add_custom_scalars")
+    add_image = _unsupported("add_image", _IMAGES)
+    add_images = _unsupported("add_images", _IMAGES)
+    add_image_with_boxes = _unsupported("add_image_with_boxes", _IMAGES)
+    add_figure = _unsupported("add_figure", "save the figure to a file, or use tensorboardX.SummaryWriter.add_figure")
+    add_video = _unsupported("add_video", "use tensorboardX.SummaryWriter.add_video or wandb.Video")
+    add_audio = _unsupported("add_audio", "use tensorboardX.SummaryWriter.add_audio or wandb.Audio")
+    add_graph = _unsupported("add_graph", "use torch.utils.tensorboard.SummaryWriter.add_graph once, outside the loop")
+    add_onnx_graph = _unsupported("add_onnx_graph", "use tensorboardX.SummaryWriter.add_onnx_graph once")
+    add_openvino_graph = _unsupported("add_openvino_graph", "use tensorboardX.SummaryWriter.add_openvino_graph")
+    add_embedding = _unsupported("add_embedding", "use tensorboardX.SummaryWriter.add_embedding")
+    add_pr_curve = _unsupported("add_pr_curve", "log precision/recall as scalars, or use tensorboardX directly")
+    add_pr_curve_raw = _unsupported("add_pr_curve_raw", "log precision/recall as scalars, or use tensorboardX")
+    add_mesh = _unsupported("add_mesh", "use tensorboardX.SummaryWriter.add_mesh")
+    add_tensor = _unsupported("add_tensor", "log scalars or a histogram of the tensor instead")
+    add_custom_scalars = _unsupported("add_custom_scalars", "use tensorboardX.SummaryWriter.add_custom_scalars")
+    add_custom_scalars_multilinechart = _unsupported(
+        "add_custom_scalars_multilinechart", "use tensorboardX.SummaryWriter.add_custom_scalars_multilinechart"
+    )
+    add_custom_scalars_marginchart = _unsupported(
+        "add_custom_scalars_marginchart", "use tensorboardX.SummaryWriter.add_custom_scalars_marginchart"
+    )
+    export_scalars_to_json = _unsupported(
+        "export_scalars_to_json", "add a JsonlSink or CsvSink to writer.logger; nothing is kept in memory here"
+    )

@@ -37,6 +37,28 @@ def test_bad_specs_are_typed_errors(bad: object) -> None:
         LogFrequency.parse(bad)  # type: ignore[arg-type]
 
 
+def test_should_log_is_the_same_rule_as_calling_it() -> None:
+    freq = LogFrequency.parse(3)
+    assert [s for s in range(10) if freq.should_log(s)] == [s for s in range(10) if freq(s)] == [0, 3, 6, 9]
+    assert freq.should_log(step=4, epoch_end=True)
+
+
+def test_rules_compare_by_value_and_cannot_be_changed() -> None:
+    assert LogFrequency.parse("batch") == LogFrequency.parse(1) == LogFrequency(every=1)
+    assert LogFrequency.parse("epoch") != LogFrequency.parse(1)
+    assert len({LogFrequency.parse(5), LogFrequency(every=5)}) == 1
+    with pytest.raises(AttributeError):
+        LogFrequency.parse(5).every = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"every": 2, "first": 3}, {}, {"every": 0}, {"first": 0}, {"once": -1}, {"every": 2.0}]
+)
+def test_bad_rules_are_typed_errors(kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidConfig):
+        LogFrequency(**kwargs)  # type: ignore[arg-type]
+
+
 def test_exactly_one_rule() -> None:
     with pytest.raises(InvalidConfig):
         LogFrequency(every=2, first=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 import tensorboardX
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 import producers
+from bus import Hparams, Origin, Scalar
 from producers import MetricLogger, SummaryWriter
 from sinks import MemorySink
 
@@ -22,6 +25,7 @@ def training_script(writer_class: Any, logdir: Path) -> None:
     """What a tensorboardX user writes; only the SummaryWriter class changes."""
     rng = np.random.default_rng(0)
     with writer_class(logdir) as writer:
+        writer.add_hparams({"lr": 0.1, "bs": 32, "opt": "adam"}, {"hparam/acc": 0.9}, name="hp", global_step=29)
         for step in range(30):
             writer.add_scalar("train/loss", 1.0 / (step + 1), step)
             writer.add_scalar("train/lr", np.float32(0.1 * 0.9**step), global_step=step)
@@ -29,7 +33,9 @@ def training_script(writer_class: Any, logdir: Path) -> None:
             if step % 10 == 0:
                 writer.add_histogram("weights", rng.normal(size=500), step)
                 writer.add_text("notes", f"checkpoint at step {step}", step)
+        writer.add_histogram_raw("raw", -1.0, 3.0, 6, 5.0, 11.0, [0.0, 1.0, 2.0, 3.0], [1, 2, 0, 3], 30)
         writer.add_scalar("no_step", 3.0)
+        writer.add_scalar("given_walltime", 2.0, 5, walltime=1_700_000_000.5)
 
 
 def runs(logdir: Path) -> dict[str, EventAccumulator]:
@@ -41,25 +47,43 @@ def runs(logdir: Path) -> dict[str, EventAccumulator]:
     return out
 
 
+def hparams_of(acc: EventAccumulator) -> dict[str, str]:
+    """The HPARAMS tab's view of a run: experiment, session start and end, as text."""
+    try:
+        contents = acc.PluginTagToContent("hparams")
+    except KeyError:  # no hparams in this run
+        return {}
+    return {tag: str(plugin_data_pb2.HParamsPluginData.FromString(c)) for tag, c in contents.items()}
+
+
 def test_same_script_same_tensorboard_data_as_tensorboardx(tmp_path: Path) -> None:
     training_script(tensorboardX.SummaryWriter, tmp_path / "tbx")
     training_script(producers.SummaryWriter, tmp_path / "ours")
     theirs, ours = runs(tmp_path / "tbx"), runs(tmp_path / "ours")
-    assert sorted(ours) == sorted(theirs) == [".", "accuracy/train", "accuracy/val"]
+    assert sorted(ours) == sorted(theirs) == [".", "accuracy/train", "accuracy/val", "hp"]
     for run, acc in theirs.items():
         mine = ours[run]
         assert sorted(mine.Tags()["scalars"]) == sorted(acc.Tags()["scalars"])
         for tag in acc.Tags()["scalars"]:
             assert [(e.step, e.value) for e in mine.Scalars(tag)] == [(e.step, e.value) for e in acc.Scalars(tag)]
-        for tag in acc.Tags()["histograms"]:  # bucket edges differ by design; the data they summarise must not
+        assert sorted(mine.Tags()["histograms"]) == sorted(acc.Tags()["histograms"])
+        for tag in acc.Tags()["histograms"]:
             for a, b in zip(mine.Histograms(tag), acc.Histograms(tag), strict=True):
                 h, g = a.histogram_value, b.histogram_value
-                assert a.step == b.step and (h.num, h.min, h.max) == (g.num, g.min, g.max)
-                assert math.isclose(h.sum, g.sum) and math.isclose(h.sum_squares, g.sum_squares)
+                assert a.step == b.step and h.num == g.num
+                if tag == "raw":  # precomputed buckets pass through unchanged
+                    assert (list(h.bucket_limit), list(h.bucket)) == (list(g.bucket_limit), list(g.bucket))
+                else:  # bucket edges differ by design; the data they summarise must not
+                    assert (h.min, h.max) == (g.min, g.max)
+                    assert math.isclose(h.sum, g.sum) and math.isclose(h.sum_squares, g.sum_squares)
+        assert sorted(mine.Tags()["tensors"]) == sorted(acc.Tags()["tensors"])
         for tag in acc.Tags()["tensors"]:
             assert [(e.step, e.tensor_proto.string_val) for e in mine.Tensors(tag)] == [
                 (e.step, e.tensor_proto.string_val) for e in acc.Tensors(tag)
             ]
+        assert hparams_of(mine) == hparams_of(acc)
+    assert hparams_of(ours["hp"])  # the comparison above compared something
+    assert [e.wall_time for e in ours["."].Scalars("given_walltime")] == [1_700_000_000.5]
 
 
 def test_a_writer_on_an_existing_logger_reaches_its_sinks_and_leaves_it_open() -> None:
@@ -67,17 +91,97 @@ def test_a_writer_on_an_existing_logger_reaches_its_sinks_and_leaves_it_open() -
     with MetricLogger(sinks=[sink]) as log:
         writer = SummaryWriter(logger=log)
         writer.add_scalar("loss", 0.5, 1)
-        writer.add_hparams({"lr": 0.1, "bs": 32}, {"hparam/acc": 0.9})
+        writer.add_hparams({"lr": 0.1, "bs": 32}, {"hparam/acc": 0.9}, run_name="sweep-1")
         writer.close()  # flushes; the logger is the caller's to close
+        writer.close()  # a second close is harmless, as in tensorboardX
         assert sink.values("loss") == [(1, 0.5)]
         log.scalar("still_open", 1.0, step=0)
     assert [type(e).__name__ for e in sink.events] == ["Scalar", "Hparams", "Scalar"]
+    hparams = sink.events[1]
+    assert isinstance(hparams, Hparams) and hparams.origin.label == "sweep-1"
 
 
-@pytest.mark.parametrize("method", ["add_image", "add_images", "add_figure", "add_video", "add_audio",
-                                    "add_graph", "add_embedding", "add_pr_curve", "add_mesh"])  # fmt: skip
+def test_both_positional_orders_of_add_hparams() -> None:
+    sink = MemorySink()
+    with MetricLogger(sinks=[sink]) as log, SummaryWriter(logger=log) as writer:
+        writer.add_hparams({"lr": 0.1}, {"m": 1.0}, "tbx-run", 7)  # tensorboardX: name, global_step
+        writer.add_hparams({"lr": 0.2}, {"m": 2.0}, None, "torch-run", 8)  # torch: domain, run_name, step
+    placed = [(e.origin.label, e.step, e.params["lr"]) for e in sink.events if isinstance(e, Hparams)]
+    assert placed == [("tbx-run", 7, 0.1), ("torch-run", 8, 0.2)]
+
+
+def test_add_scalars_keeps_the_loggers_rank_and_one_origin_per_series() -> None:
+    sink = MemorySink()
+    with MetricLogger(sinks=[sink], origin=Origin(rank=3)) as log:
+        writer = SummaryWriter(logger=log)
+        for step in range(3):
+            writer.add_scalars("loss/all", {"train set": 1.0, "val": 2.0}, step)
+        writer.flush()
+    labels = [e.origin.label for e in sink.events if isinstance(e, Scalar)]
+    assert labels == ["loss_all/train_set/rank3", "loss_all/val/rank3"] * 3
+    assert len(writer._series) == 2  # one entry per series, none per value
+
+
+def test_log_freq_skips_calls_before_anything_is_built() -> None:
+    sink = MemorySink()
+    with MetricLogger(sinks=[sink]) as log:
+        writer = SummaryWriter(logger=log, log_freq=10)
+        for step in range(25):
+            writer.add_scalar("loss", float(step), step)
+            writer.add_scalars("acc", {"train": 0.5}, step)
+            writer.add_text("note", "x", step)
+        writer.add_scalar("final", 1.0)  # global_step=None is step 0: logged under every=N
+        published = log.stats()["memory"].published
+    assert [s for s, _ in sink.values("loss")] == [0, 10, 20]
+    assert sink.values("final") == [(0, 1.0)]
+    assert published == 3 * 3 + 1
+
+
+def test_write_to_disk_false_writes_nothing(tmp_path: Path) -> None:
+    with SummaryWriter(tmp_path / "run", write_to_disk=False) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_logdir_and_purge_step_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="metricbus"), SummaryWriter(comment="_lr0.1", purge_step=5) as w:
+        w.add_scalar("loss", 1.0, 0)
+    assert Path(w.get_logdir()).parent == Path("runs") and w.get_logdir().endswith("_lr0.1")
+    assert list(Path(w.get_logdir()).glob("events.out.tfevents.*"))
+    assert any("purge_step=5 is not supported" in r.getMessage() for r in caplog.records)
+
+
+UNSUPPORTED = [
+    "add_image", "add_images", "add_image_with_boxes", "add_figure", "add_video", "add_audio", "add_graph",
+    "add_onnx_graph", "add_openvino_graph", "add_embedding", "add_pr_curve", "add_pr_curve_raw", "add_mesh",
+    "add_tensor", "add_custom_scalars", "add_custom_scalars_multilinechart", "add_custom_scalars_marginchart",
+    "export_scalars_to_json",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", UNSUPPORTED)
 def test_unsupported_methods_fail_loudly_and_name_an_alternative(method: str) -> None:
     with MetricLogger() as log:
         writer = SummaryWriter(logger=log)
-        with pytest.raises(NotImplementedError, match=rf"SummaryWriter\.{method} is not supported.*;"):
+        with pytest.raises(NotImplementedError, match=rf"SummaryWriter\.{method} is not supported.*; \w+"):
             getattr(writer, method)("tag", None)
+
+
+def test_every_public_tensorboardx_method_is_either_supported_or_refused() -> None:
+    theirs = {m for m in dir(tensorboardX.SummaryWriter) if not m.startswith("_")}
+    assert theirs <= {m for m in dir(SummaryWriter) if not m.startswith("_")}
+
+
+def test_use_metadata_sets_the_step_and_walltime_of_calls_without_them() -> None:
+    sink = MemorySink()
+    with MetricLogger(sinks=[sink]) as log, SummaryWriter(logger=log) as writer:
+        with writer.use_metadata(global_step=10, walltime=1_700_000_000.0):
+            writer.add_scalar("a", 1.0)
+            writer.add_scalar("b", 2.0, 3, walltime=1_800_000_000.0)  # explicit values win
+        writer.add_scalar("c", 3.0)
+    placed = [(e.name, e.step, e.wall_time) for e in sink.events if isinstance(e, Scalar)]
+    assert placed[:2] == [("a", 10, 1_700_000_000.0), ("b", 3, 1_800_000_000.0)]
+    assert placed[2][:2] == ("c", 0) and placed[2][2] != 1_700_000_000.0

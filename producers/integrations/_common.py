@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bus import DEFAULT_ORIGIN, InvalidConfig, Origin, Sink
+from bus import Context, Hparams, InvalidConfig, Metrics, Origin, Scalar, Sink
 
 from .._logger import MetricLogger
 
@@ -13,29 +13,82 @@ __all__ = ["LoggerHandle", "flatten", "numeric"]
 
 
 class LoggerHandle:
-    """A MetricLogger passed in by the user (never closed here), or one built from `sinks` on first
-    use (closed by `close()`), so an adapter on a rank that never logs starts nothing."""
+    """A MetricLogger passed in by the user (only ever flushed here), or one built from `sinks` on
+    first use (closed by `close()`), so an adapter on a rank that never logs starts nothing."""
 
-    def __init__(self, sinks: Iterable[Sink], logger: MetricLogger | None, origin: Origin = DEFAULT_ORIGIN) -> None:
+    def __init__(self, sinks: Iterable[Sink], logger: MetricLogger | None, origin: Origin | None = None) -> None:
         self._sinks = list(sinks)
         if logger is not None and self._sinks:
-            raise InvalidConfig("pass either sinks=... or logger=..., not both")
+            raise InvalidConfig("pass either sinks=[...] or logger=..., not both")
+        if logger is None and not self._sinks:
+            raise InvalidConfig("pass sinks=[...] (this adapter builds its own logger) or logger=a MetricLogger")
+        if origin is not None and not isinstance(origin, Origin):
+            raise InvalidConfig(f"origin must be an Origin, got {type(origin).__name__}")
         self._logger = logger
         self._owned = logger is None
-        self.origin = origin
+        self._origin = origin
+
+    @property
+    def origin(self) -> Origin:
+        """The origin of the adapter's events: the one given, else the logger's own."""
+        if self._origin is not None:
+            return self._origin
+        return self._logger.origin if self._logger is not None else Origin()
+
+    @origin.setter
+    def origin(self, origin: Origin) -> None:
+        self._origin = origin
 
     @property
     def logger(self) -> MetricLogger:
+        """The logger in use; built now (and its sinks opened) if there is none."""
         if self._logger is None:
-            self._logger = MetricLogger(sinks=self._sinks, origin=self.origin)
+            # Not uvloop: frameworks reset every signal handler when a stage ends (Lightning's
+            # signal connector re-installs SIG_DFL for SIGCHLD), which silences uvloop's child
+            # watching and leaves a process-isolated sink's worker unreaped at close. asyncio's
+            # waitpid thread needs no signal.
+            self._logger = MetricLogger(sinks=self._sinks, origin=self.origin, use_uvloop=False)
         return self._logger
 
+    @property
+    def started(self) -> bool:
+        """Whether a logger is in use (passed in, or built since the last `close()`)."""
+        return self._logger is not None
+
+    def scalars(self, values: Mapping[str, float], step: int, context: Context | None = None) -> None:
+        """Publish `values` at `step` as one Metrics event with this adapter's origin."""
+        logger = self.logger
+        ctx = context if context is not None else logger.context
+        logger.publish(Metrics(dict(values), step, origin=self.origin, context=ctx))
+
+    def scalar(self, name: str, value: float, step: int, context: Context | None = None) -> None:
+        """Publish one value with this adapter's origin."""
+        logger = self.logger
+        ctx = context if context is not None else logger.context
+        logger.publish(Scalar(name, value, step, origin=self.origin, context=ctx))
+
+    def hparams(self, params: Mapping[str, Any]) -> None:
+        """Publish nested `params` as one flat Hparams event with this adapter's origin."""
+        logger = self.logger
+        logger.publish(Hparams(flatten(params), origin=self.origin, context=logger.context))
+
+    def flush(self) -> None:
+        """Block until everything logged so far is written; nothing to do if nothing started."""
+        if self._logger is not None:
+            self._logger.flush()
+
     def close(self) -> None:
-        """Close the logger if this handle built it, else only flush it."""
+        """Close the logger if this handle built it, else only flush it.
+
+        A built logger is forgotten once closed: frameworks end a stage (fit, train) and may start
+        another (test, evaluate) with the same callback, which then opens a fresh logger over the
+        same sinks (files are appended to, TensorBoard adds an event file, W&B starts new runs).
+        """
         if self._logger is None:
             return
         if self._owned:
-            self._logger.close()
+            logger, self._logger = self._logger, None
+            logger.close()
         else:
             self._logger.flush()
 

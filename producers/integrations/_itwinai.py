@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from bus import DEFAULT_ORIGIN, Histogram, InvalidConfig, Origin, Scalar, Sink, Text
+from bus import Histogram, InvalidEvent, Origin, Scalar, Sink, Text
 
 from .._frequency import LogFrequency
 from .._logger import MetricLogger
-from ._common import LoggerHandle, flatten
+from ._common import LoggerHandle
 
 __all__ = ["ItwinaiLogger"]
 
@@ -31,13 +31,14 @@ class ItwinaiLogger:
         sinks: Iterable[Sink] = (),
         *,
         logger: MetricLogger | None = None,
-        log_freq: int | Literal["epoch", "batch"] = "epoch",
-        origin: Origin = DEFAULT_ORIGIN,
+        log_freq: int | Literal["epoch", "batch"] | LogFrequency = "epoch",
+        origin: Origin | None = None,
     ) -> None:
         self._handle = LoggerHandle(sinks, logger, origin)
         self.log_freq = LogFrequency.parse(log_freq)
 
     def should_log(self, batch_idx: int | None = None) -> bool:
+        """itwinai's rule: a call without a batch_idx is always logged, one with it per log_freq."""
         return batch_idx is None or self.log_freq(batch_idx)
 
     def log(
@@ -60,11 +61,19 @@ class ItwinaiLogger:
         elif kind == "histogram":
             event = Histogram(identifier, at, values=item, origin=origin)
         else:
-            raise InvalidConfig(f"kind must be 'metric', 'text' or 'histogram', got {kind!r}")
+            raise InvalidEvent("kind", kind, "must be 'metric', 'text' or 'histogram'")
         self._handle.logger.publish(event)
 
     def save_hyperparameters(self, params: dict[str, Any]) -> None:
-        self._handle.logger.hparams(flatten(params))
+        """All of `params` as one Hparams event; nested dicts become 'a/b' keys."""
+        self._handle.hparams(params)
+
+    def create_logger_context(self, rank: int | None = None) -> None:
+        """itwinai's start of a run. With a `rank`, this process's events carry `Origin(rank=...)`
+        (one TensorBoard/W&B run per rank); call it before the first `log`."""
+        if rank is not None:
+            base = self._handle.origin
+            self._handle.origin = Origin(site=base.site, node=base.node, rank=rank)
 
     def destroy_logger_context(self) -> None:
         """itwinai's name for the end of a run: flush, and close what this object started."""

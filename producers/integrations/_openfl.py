@@ -23,7 +23,8 @@ MetricCallback = Callable[[str, str, str, Any, int], None]
 
 
 def origin_part(name: str) -> str:
-    """A collaborator or site name as an origin part: characters outside [A-Za-z0-9_.-] become '_'."""
+    """A collaborator or site name as an origin part: characters outside [A-Za-z0-9_.-] become '_'
+    and the name is cut to 128 characters (names differing only there share an origin)."""
     cleaned = _UNSAFE.sub("_", str(name))[:128]
     return cleaned if cleaned not in ("", ".", "..") else "_"
 

@@ -1,20 +1,19 @@
-"""Hugging Face: the callback publishes what the Trainer recorded in its own log_history."""
+"""Hugging Face: the callback publishes what the Trainer recorded in its own log_history, and its
+arguments and model config as hyperparameters. The model is built from a config: no hub."""
 
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
-from bus import Hparams
+from bus import Hparams, Metrics
 from producers.integrations import MetricBusCallback
-from sinks import MemorySink
+from sinks import JsonlSink, MemorySink, read_jsonl
 
 
 class Random(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
@@ -30,17 +29,16 @@ class Random(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         return {"input_ids": self.ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": self.labels[i]}
 
 
-def test_trainer_logs_reach_the_sinks_with_their_steps(tmp_path: Path) -> None:
+def _trainer(tmp_path: Path, callback: MetricBusCallback) -> Trainer:
+    torch.manual_seed(0)
     config = BertConfig(
         vocab_size=50,
         hidden_size=16,
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
+        max_position_embeddings=16,  # num_labels defaults to 2
     )
-    sink = MemorySink()
     args = TrainingArguments(
         output_dir=str(tmp_path),
         max_steps=4,
@@ -55,21 +53,50 @@ def test_trainer_logs_reach_the_sinks_with_their_steps(tmp_path: Path) -> None:
         save_strategy="no",
         disable_tqdm=True,
     )
-    trainer = Trainer(
+    return Trainer(
         model=BertForSequenceClassification(config),
         args=args,
         train_dataset=Random(16),
         eval_dataset=Random(8),
-        callbacks=[MetricBusCallback(sinks=[sink])],
+        callbacks=[callback],
     )
+
+
+def _close(got: list[tuple[int, float]], expected: list[tuple[int, float]]) -> bool:
+    same_steps = [s for s, _ in got] == [s for s, _ in expected]
+    return same_steps and all(math.isclose(a, b, rel_tol=1e-6) for (_, a), (_, b) in zip(got, expected, strict=True))
+
+
+def test_trainer_logs_reach_the_sinks_with_their_steps(tmp_path: Path, no_leftover_loggers: Callable[[], None]) -> None:
+    memory = MemorySink()
+    trainer = _trainer(tmp_path, MetricBusCallback(sinks=[memory, JsonlSink(tmp_path / "e.jsonl")]))
     trainer.train()
 
-    assert sink.closed
+    assert memory.closed
+    no_leftover_loggers()
+    jsonl = [e for e in read_jsonl(tmp_path / "e.jsonl") if isinstance(e, Metrics)]
     history = trainer.state.log_history
-    for key in ("loss", "eval_loss", "learning_rate"):
-        expected = [(h["step"], float(h[key])) for h in history if key in h]
-        got = sink.values(key)
-        assert expected and [s for s, _ in got] == [s for s, _ in expected]
-        assert all(math.isclose(a, b, rel_tol=1e-6) for (_, a), (_, b) in zip(got, expected, strict=True))
-    (hparams,) = [e for e in sink.events if isinstance(e, Hparams)]
-    assert hparams.params["max_steps"] == 4 and hparams.params["model/hidden_size"] == 16
+    for key in ("loss", "eval_loss", "learning_rate", "train_runtime"):
+        expected = [(int(h["step"]), float(h[key])) for h in history if key in h]
+        assert expected
+        assert _close(memory.values(key), expected)
+        assert _close([(e.step, e.values[key]) for e in jsonl if key in e.values], expected)
+    (hparams,) = [e for e in memory.events if isinstance(e, Hparams)]
+    assert hparams.params["max_steps"] == 4 and hparams.params["learning_rate"] == 1e-3
+    assert hparams.params["model/hidden_size"] == 16 and hparams.params["model/id2label/0"] == "LABEL_0"
+
+
+def test_evaluate_after_train_reaches_the_same_sinks(tmp_path: Path, no_leftover_loggers: Callable[[], None]) -> None:
+    path = tmp_path / "e.jsonl"
+    trainer = _trainer(tmp_path, MetricBusCallback(sinks=[JsonlSink(path)]))
+    trainer.train()
+    results: dict[str, Any] = trainer.evaluate()  # after on_train_end closed the callback's logger
+
+    no_leftover_loggers()  # evaluate() on its own is a stage: its logger was closed at its end
+    last = [e for e in read_jsonl(path) if isinstance(e, Metrics)][-1]
+    assert last.step == 4 and math.isclose(last.values["eval_loss"], results["eval_loss"], rel_tol=1e-6)
+    assert sum("loss" in e.values for e in read_jsonl(path) if isinstance(e, Metrics)) == 4  # train rows kept
+
+
+def test_without_transformers_the_error_names_the_extra(import_error_without: Callable[[str, str], str]) -> None:
+    assert "pip install 'metricbus[transformers]'" in import_error_without("transformers", "MetricBusCallback")
