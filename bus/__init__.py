@@ -12,12 +12,15 @@ from ._errors import (
     DeliveryError,
     InvalidConfig,
     InvalidEvent,
+    InvalidSinkResult,
     MetricBusError,
     SinkAlreadyAdded,
     StopTraining,
+    WorkerDied,
+    WorkerError,
 )
 from ._events import DEFAULT_ORIGIN, EVENT_TYPES, Context, Event, Histogram, Hparams, Metrics, Origin, Scalar, Text
-from ._process import ProcessSink, WorkerDied, WorkerError
+from ._process import ProcessSink
 from ._sink import Sink
 from ._stats import DropReason, SinkState, SinkStats
 
@@ -35,6 +38,7 @@ __all__ = [
     "Hparams",
     "InvalidConfig",
     "InvalidEvent",
+    "InvalidSinkResult",
     "MetricBus",
     "MetricBusError",
     "Metrics",

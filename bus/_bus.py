@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from types import TracebackType
 from typing import Literal
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from ._config import RetryPolicy, SinkConfig, WhenFull
@@ -82,27 +84,39 @@ class MetricBus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        await self.aclose(raise_on_loss=exc_type is None and self.raise_on_loss)
+        return None
+
+    async def aclose(self, *, timeout: float | None = None, raise_on_loss: bool = False) -> None:  # noqa: ASYNC109 - a deadline for the drain, not for the caller
+        """Stop the producers, drain every sink within `timeout` seconds (default:
+        `shutdown_timeout`) and close them; a sink still busy then is abandoned, failed, and what
+        it missed is counted. `async with` calls this for you."""
         assert self._task_group is not None
+        timeout = self.shutdown_timeout if timeout is None else timeout
         self._state = BusState.CLOSING
         for _, scope in self._producers:
             scope.cancel()
         for route in self._routes:
             route.request_close()
-        with anyio.move_on_after(self.shutdown_timeout, shield=True):
+        with anyio.move_on_after(timeout, shield=True):
             for route in self._routes:
                 await route.done.wait()
         for route in self._routes:
             if not route.done.is_set():
-                log.error("sink %r did not finish within shutdown_timeout=%ss", route.name, self.shutdown_timeout)
-                route.abandon()
-        self._task_group.cancel_scope.cancel()  # only abandoned sinks are still running
+                log.error("sink %r did not finish within the shutdown timeout (%ss)", route.name, self.shutdown_timeout)
+                route.abandon(self.shutdown_timeout)
+        # Only abandoned sinks are still running, and they only await their threads' futures,
+        # which a cancel ends at once: a hung sink is left behind on its own thread.
+        self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
         self._state = BusState.CLOSED
-        if exc_type is None and self.raise_on_loss:
-            self._raise_on_loss()
-        return None
+        for route in self._routes:
+            _release(route.given, self)
+        if raise_on_loss:
+            self.check_delivery()
 
-    def _raise_on_loss(self) -> None:
+    def check_delivery(self) -> None:
+        """Raise `DeliveryError` if some sink failed or lost events other than by its drop policy."""
         stats = self.stats()
         bad = [
             s
@@ -148,16 +162,16 @@ class MetricBus:
             )
         name = name if name is not None else sink.name
         for route in self._routes:
-            if route.sink is sink or getattr(route.sink, "inner", None) is sink:
+            if route.given is sink:
                 raise SinkAlreadyAdded(f"this {type(sink).__name__} is already on the bus as {route.name!r}")
             if route.name == name:
                 raise SinkAlreadyAdded(f"a sink named {name!r} is already on the bus; pass name=... to add_sink")
         isolate = isolate if isolate is not None else sink.isolation
         if isolate not in ("none", "process"):
             raise InvalidConfig(f"isolate must be 'none' or 'process', got {isolate!r}")
-        if isolate == "process" and not isinstance(sink, ProcessSink):
-            sink = ProcessSink(sink)
-        route = Route(name, sink, config)
+        runs = ProcessSink(sink) if isolate == "process" and not isinstance(sink, ProcessSink) else sink
+        _claim(sink, self)
+        route = Route(name, runs, config, given=sink)
         self._routes.append(route)
         if route.blocks:
             self._blocking.append(route)
@@ -259,17 +273,54 @@ class MetricBus:
 
     # ---- flushing and stats ----
 
-    async def flush(self) -> None:
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the logger's sync flush passes it on
         """Return once every event published before this call is written and every sink flushed
-        (or the sink has failed, in which case the stats say what it dropped)."""
+        (or the sink has failed, in which case the stats say what it dropped). Raises
+        `TimeoutError` after `timeout` seconds; a sink that hangs is failed at its `call_timeout`."""
         self._check_open()
         waiters = [route.request_flush() for route in self._routes]
-        for waiter in waiters:
-            await waiter.wait()
+        with anyio.fail_after(timeout):
+            for waiter in waiters:
+                await waiter.wait()
 
-    def stats(self) -> Mapping[str, SinkStats]:
-        """A snapshot of every sink's counters, keyed by sink name."""
-        return {route.name: route.stats() for route in self._routes}
+    # ---- for bridges that hold events before the bus (the sync logger) ----
+
+    def room(self) -> int:
+        """How many events can be published now without waiting (the smallest room of the
+        `block` sinks; drop-policy sinks always have room)."""
+        return min((route.room() for route in self._blocking), default=1 << 62)
+
+    async def wait_for_room(self) -> None:
+        """Wait until some `block` sink that was full has room again."""
+        full = self._first_full()
+        if full is not None:
+            await full.wait_for_room()
+
+    def publish_many_nowait(self, events: Sequence[Event]) -> None:
+        """Deliver a batch that fits (`len(events) <= room()`) without waiting."""
+        self._check_publishable(events)
+        for route in self._routes:
+            route.offer_many(_accepted(events, route))
+
+    def count_lost(self, kinds: Mapping[type[Event], int], reason: DropReason) -> None:
+        """Count events that were published to this bus's producer but never reached it, by
+        kind, in every sink that would have taken them, so the sinks' counters still balance."""
+        for route in self._routes:
+            n = route.share(kinds)
+            if n:
+                route.count_lost(n, reason)
+
+    def stats(self, *, held: Mapping[type[Event], int] | None = None) -> Mapping[str, SinkStats]:
+        """A snapshot of every sink's counters, keyed by sink name. `held`: events, by kind, that
+        a producer holds for the bus (the sync logger's backlog), shown as published and queued."""
+        stats = {route.name: route.stats() for route in self._routes}
+        if held:
+            for route in self._routes:
+                n = route.share(held)
+                if n:
+                    s = stats[route.name]
+                    stats[route.name] = msgspec.structs.replace(s, published=s.published + n, queued=s.queued + n)
+        return stats
 
 
 def _accepted(events: Sequence[Event], route: Route) -> Sequence[Event]:
@@ -277,3 +328,26 @@ def _accepted(events: Sequence[Event], route: Route) -> Sequence[Event]:
     if accepts is None:
         return events
     return [event for event in events if type(event) in accepts]
+
+
+# Which open bus holds each sink object, so that one sink on two buses (two loggers) is refused:
+# it would get every event twice, interleaved from two threads.
+_owners: dict[int, weakref.ref[MetricBus]] = {}
+
+
+def _claim(sink: Sink, bus: MetricBus) -> None:
+    ref = _owners.get(id(sink))
+    other = ref() if ref is not None else None
+    held = other is not None and other is not bus and other._state is not BusState.CLOSED
+    if held and any(route.given is sink for route in other._routes):  # type: ignore[union-attr]
+        raise SinkAlreadyAdded(
+            f"this {type(sink).__name__} is already on another open bus (another MetricLogger?); "
+            "a sink object can feed one bus at a time"
+        )
+    _owners[id(sink)] = weakref.ref(bus)
+
+
+def _release(sink: Sink, bus: MetricBus) -> None:
+    ref = _owners.get(id(sink))
+    if ref is not None and ref() in (bus, None):
+        del _owners[id(sink)]

@@ -47,6 +47,8 @@ class SinkConfig(msgspec.Struct, frozen=True):
     max_batch:    most events handed to one `write_batch` call.
     max_interval: seconds an event may wait for a batch to fill before it is written anyway.
     when_full:    "block" (lossless; publishers wait), "drop_oldest", or "drop_newest".
+    call_timeout: seconds one call of the sink (open, write_batch, flush, close) may take; past
+                  it the sink is failed as hung, its events counted, and the bus moves on.
     """
 
     capacity: int = 10_000
@@ -54,6 +56,7 @@ class SinkConfig(msgspec.Struct, frozen=True):
     max_interval: float = 1.0
     when_full: WhenFull = "block"
     retry: RetryPolicy = RetryPolicy()
+    call_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         if self.when_full not in get_args(WhenFull):
@@ -64,3 +67,5 @@ class SinkConfig(msgspec.Struct, frozen=True):
             raise InvalidConfig(f"max_batch must be an int >= 1, got {self.max_batch!r}")
         if not (self.max_interval > 0 and math.isfinite(self.max_interval)):
             raise InvalidConfig(f"max_interval must be a positive number of seconds, got {self.max_interval!r}")
+        if not (self.call_timeout > 0 and math.isfinite(self.call_timeout)):
+            raise InvalidConfig(f"call_timeout must be a positive number of seconds, got {self.call_timeout!r}")

@@ -8,7 +8,13 @@ MetricBusError
 │   └── SinkAlreadyAdded the same sink object or name twice
 ├── BusFull             a `block` sink has no room and the caller may not wait
 ├── DeliveryError       raised at close: some sink failed or lost events (carries the stats)
-└── StopTraining        a guard asks the training loop to stop (raised at a logging call)
+├── StopTraining        a guard asks the training loop to stop (raised at a logging call)
+├── InvalidSinkResult   a sink's write_batch returned something other than None or a count
+├── WorkerError         the sink inside a worker process raised (its message is the error)
+└── WorkerDied          a sink's worker process exited; the next attempt starts a new one
+
+Sink failures (InvalidSinkResult, WorkerError, WorkerDied, a sink's own exceptions) never reach
+the caller of `publish`: they are counted in the sink's stats and summed up by DeliveryError.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ __all__ = [
     "DeliveryError",
     "InvalidConfig",
     "InvalidEvent",
+    "InvalidSinkResult",
     "MetricBusError",
     "SinkAlreadyAdded",
     "StopTraining",
+    "WorkerDied",
+    "WorkerError",
 ]
 
 
@@ -83,3 +92,15 @@ class DeliveryError(MetricBusError):
 
 class StopTraining(MetricBusError):
     """A guard (for example the NaN guard) asks the training loop to stop."""
+
+
+class InvalidSinkResult(MetricBusError, TypeError):
+    """A sink's `write_batch` returned something other than None or a count of refused events."""
+
+
+class WorkerError(MetricBusError):
+    """The sink inside the worker process raised; the message is its exception."""
+
+
+class WorkerDied(MetricBusError):
+    """The worker process exited or closed its pipe; the next attempt starts a new one."""

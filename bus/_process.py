@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import pickle
 import subprocess
 import sys
@@ -23,24 +24,16 @@ from typing import Any
 import anyio
 from anyio.abc import Process
 
-from ._errors import InvalidConfig, MetricBusError
+from ._errors import InvalidConfig, WorkerDied, WorkerError
 from ._events import Event
 from ._sink import Sink
 from ._wire import HEADER, encode_batch, pack, unpack
 
-__all__ = ["ProcessSink", "WorkerDied", "WorkerError"]
+__all__ = ["ProcessSink"]
 
 log = logging.getLogger("metricbus")
 
-_live: weakref.WeakSet[ProcessSink] = weakref.WeakSet()
-
-
-class WorkerError(MetricBusError):
-    """The sink inside the worker process raised; the message is its exception."""
-
-
-class WorkerDied(MetricBusError):
-    """The worker process exited or closed its pipe; the next attempt starts a new one."""
+_live: weakref.WeakKeyDictionary[ProcessSink, int] = weakref.WeakKeyDictionary()  # sink -> parent pid
 
 
 class ProcessSink(Sink):
@@ -73,6 +66,10 @@ class ProcessSink(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> int | None:
         if self._proc is None or self._proc.returncode is not None:
+            # A worker that died while idle is noticed here; every new worker after the first
+            # is a restart, shown in the sink's stats.
+            if self._proc is not None:
+                log.warning("worker of %r died while idle (exit code %s); restarting", self.name, self._proc.returncode)
             self.restarts += 1
             await self._start()
         result = await self._request("write", encode_batch(events))
@@ -92,7 +89,7 @@ class ProcessSink(Sink):
                 await proc.wait()
         finally:
             self._proc = None
-            _live.discard(self)
+            _live.pop(self, None)
             await _end(proc)
 
     async def _start(self) -> None:
@@ -105,7 +102,7 @@ class ProcessSink(Sink):
             stdout=subprocess.PIPE,
             stderr=None,  # the worker's logs go where ours go
         )
-        _live.add(self)
+        _live[self] = os.getpid()
         await self._request("open", self._pickled)
 
     async def _request(self, op: str, payload: Any = None) -> Any:
@@ -159,7 +156,8 @@ def _kill(proc: Process) -> None:
 
 @atexit.register
 def _kill_workers() -> None:
-    """No worker outlives its parent, even when the bus was never closed."""
-    for sink in list(_live):
-        if sink._proc is not None:
+    """No worker outlives its parent, even when the bus was never closed (a forked child leaves
+    its parent's workers alone)."""
+    for sink, parent in list(_live.items()):
+        if sink._proc is not None and parent == os.getpid():
             _kill(sink._proc)

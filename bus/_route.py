@@ -1,21 +1,26 @@
-"""One route per sink: a bounded buffer, the batching loop, retries and the counters.
+"""One route per sink: a bounded buffer, the batching loop, retries, isolation and the counters.
 
 Everything here runs on the bus's event loop thread; publishers append synchronously and the
 route's task takes whole batches, so the per-event cost is a deque append and two comparisons.
+The sink's own code runs on its `SinkThread`, so every call can be abandoned at a deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import anyio
 
 from ._config import SinkConfig
+from ._errors import InvalidSinkResult
 from ._events import Event
 from ._sink import Sink
+from ._sink_thread import SinkThread
 from ._stats import DropReason, SinkState, SinkStats
 
 log = logging.getLogger("metricbus")
@@ -23,12 +28,20 @@ log = logging.getLogger("metricbus")
 _NEVER = math.inf
 
 
-class Route:
-    """The bus's side of one sink."""
+class _Failed(Exception):
+    """An attempt (after its retries) did not succeed; `hung` when the sink stopped answering."""
 
-    def __init__(self, name: str, sink: Sink, config: SinkConfig) -> None:
+    def __init__(self, hung: bool) -> None:
+        self.hung = hung
+
+
+class Route:
+    """The bus's side of one sink. `given` is the object the user added (before any wrapping)."""
+
+    def __init__(self, name: str, sink: Sink, config: SinkConfig, given: Sink | None = None) -> None:
         self.name = name
         self.sink = sink
+        self.given = given if given is not None else sink
         self.config = config
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
@@ -45,10 +58,16 @@ class Route:
         self.last_error: str | None = None
         self.closing = False
         self.done = anyio.Event()
+        self._calling: str | None = None  # the sink method being awaited, for hang reports
+        self._thread: SinkThread | None = None
         self._wake_at: float = _NEVER
         self._wakeup = anyio.Event()
         self._space: anyio.Event | None = None
         self._flush_waiters: list[anyio.Event] = []
+        # A batch that keeps failing is split to find the events at fault; this many failed
+        # writes in a row without a success means the sink itself is broken, not its input.
+        self._fail_limit = 2 * math.ceil(math.log2(config.max_batch + 1)) + 4
+        self._failures_in_a_row = 0
 
     # ---- publisher side (synchronous, on the loop thread) ----
 
@@ -105,6 +124,16 @@ class Route:
         if len(buf) >= self._wake_at:
             self._wake()
 
+    def share(self, kinds: Mapping[type[Event], int]) -> int:
+        """How many of these events (counted by kind) this sink would take."""
+        accepts = self.accepts
+        return sum(n for kind, n in kinds.items() if accepts is None or kind in accepts)
+
+    def count_lost(self, n: int, reason: DropReason) -> None:
+        """Account for `n` events meant for this sink that never reached the bus."""
+        self.published += n
+        self._drop(reason, n)
+
     def request_flush(self) -> anyio.Event:
         """An event set once everything offered so far is written and the sink flushed."""
         waiter = anyio.Event()
@@ -119,14 +148,16 @@ class Route:
         self.closing = True
         self._wake()
 
-    def abandon(self) -> None:
-        """Shutdown gave up on this sink: count what it never got, release everyone waiting."""
+    def abandon(self, timeout: float) -> None:
+        """Shutdown gave up on this sink: it is failed, and what it never got is counted."""
         lost = len(self.buf) + self.in_flight
         self.buf.clear()
         self.in_flight = 0
         if lost:
             self._drop(DropReason.SHUTDOWN_TIMEOUT, lost)
-            self.last_error = self.last_error or f"did not finish within the shutdown timeout; {lost} events lost"
+        doing = f"{self._calling} did not return" if self._calling else "did not finish"
+        self.last_error = f"{doing} within the shutdown timeout ({timeout}s)"
+        self.state = SinkState.FAILED
         self._finish()
 
     def stats(self) -> SinkStats:
@@ -141,6 +172,7 @@ class Route:
             batches=self.batches,
             failed_attempts=self.failed_attempts,
             last_error=self.last_error,
+            restarts=self.sink.restarts,
         )
 
     def _drop(self, reason: DropReason, n: int) -> None:
@@ -159,17 +191,24 @@ class Route:
 
     async def run(self) -> None:
         """Open the sink, write batches until closed and drained, then flush and close it."""
+        self._thread = SinkThread(self.name)
         try:
-            if await self._attempt("open", self.sink.open):
-                self.state = SinkState.OPEN
-                await self._pump()
-                await self._attempt("close", self.sink.close, retry=False)  # also after a failure
+            await self._attempt("open", self.sink.open)
+            self.state = SinkState.OPEN
+            await self._pump()
+            await self._attempt("close", self.sink.close, retry=False)
+        except _Failed as failed:
+            self._fail()
+            if not failed.hung:  # a sink that answers still gets its close, after a failure too
+                with contextlib.suppress(_Failed):
+                    await self._attempt("close", self.sink.close, retry=False)
         finally:
             self._finish()
+            self._thread.stop()
 
     async def _pump(self) -> None:
         config = self.config
-        while self.state is SinkState.OPEN:
+        while True:
             buf = self.buf
             if not buf:
                 if self._flush_waiters:
@@ -198,30 +237,100 @@ class Route:
         self._wake_at = _NEVER
 
     async def _write(self, batch: list[Event]) -> None:
-        rejected = await self._attempt("write_batch", self.sink.write_batch, batch)
-        if rejected is False:
-            return  # the route failed; _fail counted the batch
-        n_rejected = rejected if isinstance(rejected, int) and not isinstance(rejected, bool) else 0
-        if n_rejected:
-            self._drop(DropReason.REJECTED, n_rejected)
-        self.delivered += len(batch) - n_rejected
+        """Write a batch; if it keeps failing, split it to find and reject the events at fault."""
+        worked_before = self._failures_in_a_row == 0 and self.batches > 0
+        try:
+            refused = await self._attempt("write_batch", self._write_batch, batch)
+        except _Failed as failed:
+            if failed.hung:
+                raise
+            await self._bisect(batch, worked_before)
+            return
+        self._settle(len(batch) - refused, refused)
+
+    async def _bisect(self, batch: list[Event], worked_before: bool) -> None:
+        """Write `batch` in halves, recursively, one attempt per part (the whole batch had its
+        retries), so a poison event costs itself alone. An event that fails on its own is
+        rejected if the sink is seen to work (before this batch, or on another part of it);
+        otherwise, or after too many failures in a row, the sink itself is broken and fails."""
+        written = refused = 0
+        hung = False
+        failed_alone: list[str] = []
+        pending = [batch[len(batch) // 2 :], batch[: len(batch) // 2]] if len(batch) > 1 else []
+        if len(batch) == 1:
+            failed_alone.append(self.last_error or "")
+        while pending:
+            part = pending.pop()
+            try:
+                refused_here = await self._attempt("write_batch", self._write_batch, part, retry=False)
+            except _Failed as failed:
+                if failed.hung or self._failures_in_a_row > self._fail_limit:
+                    hung = failed.hung
+                    pending.append(part)
+                    break
+                if len(part) > 1:
+                    pending += [part[len(part) // 2 :], part[: len(part) // 2]]
+                else:
+                    failed_alone.append(self.last_error or "")
+                continue
+            written += len(part) - refused_here
+            refused += refused_here
+        works = worked_before or written + refused > 0
+        if pending or not works:  # the sink is broken: the unwritten rest is its failure
+            self.delivered += written
+            if refused:
+                self._drop(DropReason.REJECTED, refused)
+            self.in_flight = sum(map(len, pending)) + len(failed_alone)
+            raise _Failed(hung=hung)
+        for error in failed_alone:
+            log.error("sink %r: rejected an event that fails on its own: %s", self.name, error)
+        self._settle(written, refused + len(failed_alone))
+
+    def _settle(self, written: int, rejected: int) -> None:
+        self.delivered += written
+        if rejected:
+            self._drop(DropReason.REJECTED, rejected)
         self.batches += 1
         self.in_flight = 0
 
+    async def _write_batch(self, events: Sequence[Event]) -> int:
+        """The sink's write_batch, with its result checked: None or a count of refused events."""
+        result = await self.sink.write_batch(events)
+        if result is None:
+            return 0
+        if type(result) is not int or not 0 <= result <= len(events):
+            raise InvalidSinkResult(
+                f"write_batch returned {result!r}; it must return None or the number of events "
+                f"it refused (0..{len(events)})"
+            )
+        return result
+
     async def _flush_sink(self) -> None:
         waiters, self._flush_waiters = self._flush_waiters, []
-        await self._attempt("flush", self.sink.flush)
-        for waiter in waiters:
-            waiter.set()
+        try:
+            await self._attempt("flush", self.sink.flush)
+        finally:
+            for waiter in waiters:
+                waiter.set()
 
-    async def _attempt(self, what: str, call, *args, retry: bool = True):  # type: ignore[no-untyped-def]
-        """Call a sink method with the retry policy. Returns its result (True for None), or False
-        once the sink has been marked failed."""
+    async def _attempt(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any, retry: bool = True) -> Any:
+        """Call a sink method on its thread with the retry policy; raise `_Failed` when it keeps
+        failing, or at once when it does not answer within the call timeout."""
+        assert self._thread is not None
         policy = self.config.retry
         attempts = policy.max_attempts if retry else 1
         for attempt in range(1, attempts + 1):
+            self._calling = what
             try:
-                result = await call(*args)
+                with anyio.move_on_after(self.config.call_timeout) as deadline:
+                    result = await self._thread.call(call, *args)
+                if deadline.cancelled_caught:
+                    self.failed_attempts += 1
+                    self.last_error = f"{what} did not return within call_timeout={self.config.call_timeout}s (hung)"
+                    log.error("sink %r: %s", self.name, self.last_error)
+                    raise _Failed(hung=True)
+            except _Failed:
+                raise
             except Exception as exc:  # a sink's failure is data for the stats, never the caller's
                 self.failed_attempts += 1
                 self.last_error = f"{what}: {type(exc).__name__}: {exc}"
@@ -229,9 +338,12 @@ class Route:
                 if attempt < attempts:
                     await anyio.sleep(policy.delay(attempt))
                 continue
-            return True if result is None else result
-        self._fail()
-        return False
+            finally:
+                self._calling = None
+            self._failures_in_a_row = 0
+            return result
+        self._failures_in_a_row += 1
+        raise _Failed(hung=False)
 
     def _fail(self) -> None:
         lost = len(self.buf) + self.in_flight

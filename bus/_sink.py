@@ -16,11 +16,13 @@ __all__ = ["Sink"]
 
 
 class Sink(ABC):
-    """A destination for events. All four methods are called from the bus's event loop, one at a
-    time per sink (never concurrently), so a sink needs no locking of its own.
+    """A destination for events. The four methods are called one at a time (never concurrently),
+    so a sink needs no locking of its own.
 
-    Blocking work (file I/O, encoding, SDK calls) must not run on the event loop: use
-    `anyio.to_thread.run_sync`, aiofiles, or put the sink in a worker process.
+    They run on the sink's own thread and event loop, never the bus's: a sink may block (write a
+    file, call an SDK) without holding up the bus or other sinks, and one that hangs is abandoned
+    at `call_timeout` or at the shutdown deadline. Heavy Python work belongs in a worker process
+    (`isolation = "process"`), off the training process's GIL.
     """
 
     #: Event types this sink wants; others are never routed to it (and never counted for it).
@@ -32,6 +34,10 @@ class Sink(ABC):
     #: process's GIL; such a sink must be picklable before `open`.
     isolation: ClassVar[Literal["none", "process"]] = "none"
 
+    #: How many times the sink restarted what it writes through (a worker process, a connection);
+    #: shown in `SinkStats.restarts`.
+    restarts: int = 0
+
     @property
     def name(self) -> str:
         """The default name of this sink on a bus (`add_sink(..., name=...)` overrides it)."""
@@ -42,10 +48,12 @@ class Sink(ABC):
 
     @abstractmethod
     async def write_batch(self, events: Sequence[Event]) -> int | None:
-        """Write a batch. Raising means the whole batch failed and will be retried as a whole.
+        """Write a batch. Raising means the whole batch failed: it is retried as a whole, and if it
+        keeps failing it is split to find the events at fault (dropped as "rejected").
 
-        Return None, or the number of events of this batch the sink refused for good (they are
-        counted as dropped with reason "rejected"; say why in a log message)."""
+        Return None, or the number of events of this batch the sink refused for good (counted as
+        dropped with reason "rejected"; say why in a log message). Anything else is a bug of the
+        sink, reported as `InvalidSinkResult` and handled like a failed attempt."""
 
     async def flush(self) -> None:
         """Make everything written so far durable/visible (fsync-free; at least to the OS)."""

@@ -24,7 +24,8 @@ class DropReason(str, Enum):
     FULL = "full"  # the buffer was full and the policy said drop (drop_oldest / drop_newest)
     SINK_FAILED = "sink_failed"  # the sink failed (open or retries exhausted)
     SHUTDOWN_TIMEOUT = "shutdown_timeout"  # still queued when the shutdown grace period ran out
-    REJECTED = "rejected"  # the sink itself refused the event (it reports why in last_error)
+    REJECTED = "rejected"  # the sink refused the event, or it failed on its own (why: last_error)
+    BLOCK_TIMEOUT = "block_timeout"  # a sync logger waited `block_timeout` for room, then let it go
 
 
 class SinkStats(msgspec.Struct, frozen=True):
@@ -40,6 +41,7 @@ class SinkStats(msgspec.Struct, frozen=True):
     batches: int
     failed_attempts: int
     last_error: str | None = None
+    restarts: int = 0  # the sink restarted its backend (a worker process, a connection)
 
     @property
     def dropped_total(self) -> int:

@@ -1,15 +1,13 @@
 """CallbackSink: hand events to a plain function, per value (OpenFL's signature) or per batch.
 
 OpenFL's `log_metric_callback(node_name, task_name, metric_name, metric, round_number)` plugs in
-unchanged. The function runs in a worker thread, so a slow callback never blocks the event loop.
+unchanged. The function runs on the sink's own thread, so a slow callback never blocks the bus.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
-
-import anyio
 
 from bus import Event, InvalidConfig, Metrics, Scalar, Sink
 
@@ -53,9 +51,7 @@ class CallbackSink(Sink):
         return f"callback:{getattr(self.fn, '__name__', type(self.fn).__name__)}"
 
     async def write_batch(self, events: Sequence[Event]) -> None:
-        await anyio.to_thread.run_sync(self._call, events)
-
-    def _call(self, events: Sequence[Event]) -> None:
+        # The bus runs a sink on its own thread: a slow or blocking callback holds nothing else.
         if self.per == "batch":
             self.fn(list(events))
             return

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
-import anyio
 import crc32c
 
 from bus import DEFAULT_ORIGIN, Event, Histogram, Hparams, Metrics, Origin, Scalar, Sink, Text
@@ -153,18 +152,20 @@ class TensorBoardSink(Sink):
     def name(self) -> str:
         return f"tensorboard:{self.logdir}"
 
+    # The bus runs a sink on its own thread (or worker process): blocking file I/O is fine here.
+
     async def open(self) -> None:
         """Create `logdir` now, so an unwritable one fails the sink's open, not its first batch."""
-        await anyio.to_thread.run_sync(lambda: self.logdir.mkdir(parents=True, exist_ok=True))
+        self.logdir.mkdir(parents=True, exist_ok=True)
 
     async def write_batch(self, events: Sequence[Event]) -> int | None:
-        return await anyio.to_thread.run_sync(self._write, events)
+        return self._write(events)
 
     async def flush(self) -> None:
-        await anyio.to_thread.run_sync(self._write_pending)
+        self._write_pending()
 
     async def close(self) -> None:
-        await anyio.to_thread.run_sync(self._close)
+        self._close()
 
     def _write(self, events: Sequence[Event]) -> int | None:
         """Encode a batch, then write and flush each run it touched. Returns the events refused."""

@@ -29,12 +29,15 @@ def wait_until_sync(condition: Callable[[], bool], timeout: float = 10.0) -> Non
 
 
 class GatedSink(Sink):
-    """Blocks inside write_batch until `gate` is set; `entered` is set when a batch arrives."""
+    """Blocks inside write_batch until `gate` is set; `entered` is set when a batch arrives.
+
+    Both are threading.Events: a sink runs on its own thread, so the test sets and checks them
+    across threads (`await wait_until(sink.entered.is_set)`)."""
 
     def __init__(self, name: str = "gated") -> None:
         self._name = name
-        self.gate = anyio.Event()
-        self.entered = anyio.Event()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
         self.events: list[Event] = []
 
     @property
@@ -43,25 +46,8 @@ class GatedSink(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         self.entered.set()
-        await self._pass_gate()
+        self.gate.wait()  # blocking is fine: the sink has its own thread
         self.events.extend(events)
-
-    async def _pass_gate(self) -> None:
-        await self.gate.wait()
-
-
-class ThreadGatedSink(GatedSink):
-    """A GatedSink whose gate and entered flag are threading.Events, for sinks under a
-    MetricLogger (set from the test's thread, not the bus's)."""
-
-    def __init__(self, name: str = "gated") -> None:
-        super().__init__(name)
-        self.gate = threading.Event()  # type: ignore[assignment]
-        self.entered = threading.Event()  # type: ignore[assignment]
-
-    async def _pass_gate(self) -> None:
-        while not self.gate.is_set():  # noqa: ASYNC110 - a threading.Event cannot be awaited
-            await anyio.sleep(0.001)
 
 
 class FlakySink(Sink):
@@ -106,7 +92,7 @@ class HangingSink(Sink):
 
     def __init__(self, name: str = "hanging") -> None:
         self._name = name
-        self.entered = anyio.Event()
+        self.entered = threading.Event()
 
     @property
     def name(self) -> str:

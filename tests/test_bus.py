@@ -82,7 +82,7 @@ async def test_block_policy_makes_the_publisher_wait_until_the_sink_takes_events
         bus.add_sink(sink, capacity=10, max_batch=5, max_interval=0.001)
         async with anyio.create_task_group() as tg:
             tg.start_soon(publisher, bus)
-            await sink.entered.wait()
+            await wait_until(sink.entered.is_set)
             await wait_until(lambda: bus.stats()["gated"].queued == 10)
             for _ in range(20):  # the publisher gets every chance to run: it must stay blocked
                 await anyio.lowlevel.checkpoint()
@@ -104,7 +104,7 @@ async def test_drop_policies_drop_the_right_events_and_count_them(policy: str, k
     async with MetricBus() as bus:
         bus.add_sink(sink, capacity=5, max_batch=1, max_interval=0.001, when_full=policy)  # type: ignore[arg-type]
         await bus.publish(Scalar("x", 0.0, step=0))
-        await sink.entered.wait()  # step 0 is in flight, the buffer is empty
+        await wait_until(sink.entered.is_set)  # step 0 is in flight, the buffer is empty
         for i in range(1, 20):
             await bus.publish(Scalar("x", float(i), step=i))  # never waits under a drop policy
         stats = bus.stats()["gated"]
@@ -121,8 +121,8 @@ async def test_drop_policies_apply_to_batches_too() -> None:
         bus.add_sink(oldest, capacity=10, max_batch=1, when_full="drop_oldest")
         bus.add_sink(newest, capacity=10, max_batch=1, when_full="drop_newest")
         await bus.publish(Scalar("x", 0.0, step=0))
-        await oldest.entered.wait()
-        await newest.entered.wait()
+        await wait_until(oldest.entered.is_set)
+        await wait_until(newest.entered.is_set)
         await bus.publish_many([Scalar("x", float(i), step=i) for i in range(1, 26)])
         oldest.gate.set()
         newest.gate.set()
@@ -205,7 +205,7 @@ async def test_a_hanging_sink_does_not_hold_up_others_or_shutdown_beyond_its_tim
             bus.add_sink(hanging, max_batch=10, max_interval=0.001)
             bus.add_sink(healthy, max_interval=0.001)
             await bus.publish_many([Scalar("x", float(i), step=i) for i in range(25)])
-            await hanging.entered.wait()
+            await wait_until(hanging.entered.is_set)
             await wait_until(lambda: len(healthy.events) == 25)
     stats = bus.stats()["hanging"]
     assert stats.dropped == {"shutdown_timeout": 25} and stats.delivered == 0 and stats.balanced

@@ -43,27 +43,31 @@ async def test_isolate_option_wraps_the_sink_and_keeps_its_name(tmp_path: Path) 
     async with MetricBus() as bus:
         name = bus.add_sink(JsonlSink(tmp_path / "e.jsonl"), isolate="process")
         await bus.publish(Scalar("x", 1.0, step=0))
-    assert name == "jsonl:e.jsonl" and bus.stats()[name].delivered == 1
+    assert name == f"jsonl:{(tmp_path / 'e.jsonl').as_posix()}" and bus.stats()[name].delivered == 1
 
 
-async def test_a_killed_worker_is_restarted_and_with_block_nothing_is_lost(tmp_path: Path) -> None:
+async def test_every_killed_worker_is_restarted_counted_and_with_block_nothing_is_lost(tmp_path: Path) -> None:
+    # Whether a death is noticed by a failing request or while idle (the worker's exit code is
+    # already known), it is one restart in the stats: the count never depends on timing.
     sink = ProcessSink(JsonlSink(tmp_path / "e.jsonl"))
+    kills = 4
     async with MetricBus() as bus:
-        bus.add_sink(sink, max_batch=100, retry=RetryPolicy(max_attempts=5, backoff=0.01))
-        await bus.publish_many([Scalar("x", float(i), step=i) for i in range(1_000)])
-        await bus.flush()
-        first = sink.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        await wait_until(lambda: gone(first))
-        await bus.publish_many([Scalar("x", float(i), step=i) for i in range(1_000, 2_000)])
-        await bus.flush()
-        assert sink.pid not in (None, first) and sink.restarts == 1
-    stats = bus.stats()["jsonl:e.jsonl"]
-    assert stats.state is SinkState.CLOSED and stats.delivered == 2_000 and stats.dropped == {}
-    assert stats.failed_attempts >= 1 and "died" in (stats.last_error or "")
+        name = bus.add_sink(sink, max_batch=100, retry=RetryPolicy(max_attempts=5, backoff=0.01))
+        for round_ in range(kills + 1):
+            start = round_ * 500
+            await bus.publish_many([Scalar("x", float(i), step=i) for i in range(start, start + 500)])
+            await bus.flush()
+            if round_ < kills:
+                pid = sink.pid
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                await wait_until(lambda pid=pid: gone(pid))  # type: ignore[misc]
+        assert bus.stats()[name].restarts == kills
+    stats = bus.stats()[name]
+    assert stats.state is SinkState.CLOSED and stats.delivered == 2_500 and stats.dropped == {}
+    assert stats.restarts == kills and stats.balanced
     steps = {e.step for e in read_jsonl(tmp_path / "e.jsonl")}  # type: ignore[union-attr]
-    assert steps == set(range(2_000))  # at least once: a resent batch may appear twice
+    assert steps == set(range(2_500))  # at least once: a resent batch may appear twice
 
 
 async def test_an_error_inside_the_worker_is_retried_then_the_sink_is_failed() -> None:
