@@ -83,8 +83,8 @@ def test_kill_9_leaves_files_that_parse_with_at_most_one_torn_line(tmp_path: Pat
     child = _spawn(tmp_path, 2_000, "forever", interval=0.01)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"
-    jsonl = tmp_path / "m.jsonl"
-    wait_until_sync(lambda: jsonl.exists() and jsonl.stat().st_size > 100_000)
+    jsonl, csv_file = tmp_path / "m.jsonl", tmp_path / "m.csv"
+    wait_until_sync(lambda: all(f.exists() and f.stat().st_size > 100_000 for f in (jsonl, csv_file)))
     child.send_signal(signal.SIGKILL)
     child.wait(10)
 
