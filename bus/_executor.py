@@ -33,7 +33,7 @@ class DaemonExecutor(ThreadPoolExecutor):
         self._name = name
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
-        self._threads = 0
+        self._started = 0
         self._lock = threading.Lock()
         self._shut = False
 
@@ -43,16 +43,16 @@ class DaemonExecutor(ThreadPoolExecutor):
             if self._shut:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._work.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and self._threads < self._max_workers:
-                self._threads += 1
-                threading.Thread(target=self._serve, name=f"{self._name}-{self._threads}", daemon=True).start()
+            if not self._idle.acquire(blocking=False) and self._started < self._max_workers:
+                self._started += 1
+                threading.Thread(target=self._serve, name=f"{self._name}-{self._started}", daemon=True).start()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking work; idle threads end. Never waits: a hung call must not hold anyone up."""
         with self._lock:
             self._shut = True
-            for _ in range(self._threads):
+            for _ in range(self._started):
                 self._work.put(None)
 
     def _serve(self) -> None:

@@ -7,6 +7,16 @@ Values are written with repr(), so every float round-trips exactly and NaN/±inf
 'nan'/'inf'/'-inf' (float() parses them). Names with commas, quotes or newlines are quoted by the
 csv module. In the wide layout a metric name that appears later adds a column: the file is
 rewritten once for that (to a temporary file, then renamed), never on every step.
+
+Wide-layout columns are named after their metrics, except that a metric named wall_time, origin
+or step gets the column "metric:<name>" so that no column repeats (csv.DictReader would take the
+last one); a name that already starts with "metric:" gets the prefix too, so no two metrics can
+share a column. A column "metric:step" thus holds the metric "step", and "metric:metric:x" holds
+"metric:x". In the long layout names are values, never columns, and are written as they are.
+
+An existing file is appended to. If its last record is torn (the writer was killed mid-write) it
+is cut off first, with a warning. A newline inside a quoted name is not a record boundary, so
+finding the last whole record reads the whole file once per open (see `_records_end`).
 """
 
 from __future__ import annotations
@@ -16,18 +26,20 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
-import aiofiles
 import anyio
-from aiofiles.threadpool.text import AsyncTextIOWrapper
 
 from bus import Event, InvalidConfig, Metrics, Scalar, Sink
+
+from ._record_file import RecordFile
 
 __all__ = ["CsvSink"]
 
 LONG_HEADER = ("wall_time", "origin", "step", "name", "value", "epoch", "round", "task")
 WIDE_FIXED = ("wall_time", "origin", "step")
+RENAMED = "metric:"  # prefix of a wide-layout column whose metric's name would repeat a fixed column
+_CHUNK = 1 << 20  # bytes read at a time when scanning a file
 
 
 def _context_cells(event: Event) -> tuple[Any, Any, Any]:
@@ -61,14 +73,38 @@ def long_rows(events: Sequence[Event]) -> list[tuple[Any, ...]]:
     return rows
 
 
+def encode_rows(rows: Sequence[Sequence[Any]]) -> bytes:
+    """Rows as csv.writer writes them (excel dialect, \\r\\n after each), in UTF-8."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def wide_column(name: str) -> str:
+    """The wide-layout column of the metric `name` (see the module docstring)."""
+    return RENAMED + name if name in WIDE_FIXED or name.startswith(RENAMED) else name
+
+
+def wide_metric(column: str) -> str:
+    """The metric a wide-layout column holds: the inverse of `wide_column`."""
+    return column[len(RENAMED) :] if column.startswith(RENAMED) else column
+
+
 class _WideTable:
     """Rows being assembled for the wide layout: one open row per origin until its step moves."""
 
     def __init__(self, columns: Sequence[str] = ()) -> None:
         self.columns: list[str] = list(columns)
-        self.index = {name: i for i, name in enumerate(self.columns)}
+        self.index = {wide_metric(column): i for i, column in enumerate(self.columns)}  # metric -> cell
         self.open: dict[str, tuple[int, float, dict[str, float]]] = {}
-        self.grew = False
+
+    def copy(self) -> _WideTable:
+        """An independent copy, to apply a batch to until it is on disk (a failed batch is retried)."""
+        twin = _WideTable()
+        twin.columns = list(self.columns)
+        twin.index = dict(self.index)
+        twin.open = {label: (step, t, dict(values)) for label, (step, t, values) in self.open.items()}
+        return twin
 
     def add(self, event: Event, done: list[tuple[str, int, float, dict[str, float]]]) -> None:
         if type(event) is Scalar:
@@ -88,8 +124,7 @@ class _WideTable:
         for name in values:
             if name not in self.index:
                 self.index[name] = len(self.columns)
-                self.columns.append(name)
-                self.grew = True
+                self.columns.append(wide_column(name))
 
     def close_all(self, done: list[tuple[str, int, float, dict[str, float]]]) -> None:
         done.extend((label, *row) for label, row in self.open.items())
@@ -107,6 +142,7 @@ class CsvSink(Sink):
 
     layout="long" (default) writes one row per value and suits any number of metrics;
     layout="wide" writes one row per (origin, step), one column per metric, like a spreadsheet.
+    Its default name is "csv:" and the path as given, so sinks on different files never clash.
     """
 
     accepts = (Scalar, Metrics)
@@ -116,15 +152,19 @@ class CsvSink(Sink):
             raise InvalidConfig(f"layout must be 'long' or 'wide', got {layout!r}")
         self.path = Path(path)
         self.layout = layout
-        self._file: AsyncTextIOWrapper | None = None
-        self._wide = _WideTable()
+        self._file = RecordFile(self.path)
+        self._wide = _WideTable()  # the header's columns and the open rows, as far as they are on disk
 
     @property
     def name(self) -> str:
-        return f"csv:{self.path.name}"
+        return f"csv:{self.path.as_posix()}"
+
+    @property
+    def _fresh_header(self) -> bytes:
+        return encode_rows([LONG_HEADER if self.layout == "long" else WIDE_FIXED])
 
     async def open(self) -> None:
-        header = await anyio.to_thread.run_sync(self._existing_header)
+        header, end = await anyio.to_thread.run_sync(self._inspect)
         if self.layout == "long":
             if header is not None and tuple(header) != LONG_HEADER:
                 raise InvalidConfig(f"{self.path} exists with another header: {header}")
@@ -132,77 +172,110 @@ class CsvSink(Sink):
             if tuple(header[:3]) != WIDE_FIXED:
                 raise InvalidConfig(f"{self.path} exists and is not a wide metricbus CSV: {header[:3]}")
             self._wide = _WideTable(header[3:])
-        self._file = await aiofiles.open(self.path, "a", newline="", encoding="utf-8")
+        await self._file.open(end)  # only now, once the file is known to be ours, is a torn tail cut
         if header is None:
-            await self._write_rows([LONG_HEADER if self.layout == "long" else WIDE_FIXED])
+            await self._file.append(self._fresh_header)
 
-    def _existing_header(self) -> list[str] | None:
+    def _inspect(self) -> tuple[list[str] | None, int]:
+        """The existing file's header (None if it has none yet) and where its last whole record
+        ends. A file cut short inside the header this sink would write counts as having none."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return None
-        with open(self.path, newline="", encoding="utf-8") as f:
-            return next(csv.reader(f), None)
+        if not self.path.exists():
+            return None, 0
+        with open(self.path, "rb") as f:
+            end = _records_end(f)
+            f.seek(0)
+            head = f.read(len(self._fresh_header) + 1)
+        if end == 0:
+            if not self._fresh_header.startswith(head):
+                raise InvalidConfig(f"{self.path} exists and holds no whole line of a metricbus CSV")
+            return None, 0
+        with open(self.path, newline="", encoding="utf-8") as text:
+            return next(csv.reader(text)), end
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         if self.layout == "long":
-            await self._write_rows(long_rows(events))
+            await self._file.append(encode_rows(long_rows(events)))
         else:
             await self._write_wide(events, close_rows=False)
 
     async def flush(self) -> None:
         if self.layout == "wide":
             await self._write_wide((), close_rows=True)
-        elif self._file is not None:
-            await self._file.flush()
 
     async def close(self) -> None:
-        await self.flush()
-        if self._file is not None:
+        try:
+            await self.flush()
+        finally:
             await self._file.close()
-            self._file = None
-
-    async def _write_rows(self, rows: Sequence[Sequence[Any]]) -> None:
-        assert self._file is not None
-        buffer = io.StringIO()
-        csv.writer(buffer).writerows(rows)
-        await self._file.write(buffer.getvalue())
-        await self._file.flush()  # to the OS each batch: a kill -9 loses at most one interval
 
     async def _write_wide(self, events: Sequence[Event], *, close_rows: bool) -> None:
-        table = self._wide
+        table = self._wide.copy()  # kept only once its rows are on disk, so a retry starts afresh
         done: list[tuple[str, int, float, dict[str, float]]] = []
         for event in events:
             table.add(event, done)
         if close_rows:
             table.close_all(done)
-        if table.grew:
-            await self._widen()
+        if len(table.columns) > len(self._wide.columns):
+            await self._widen(table)
         if done:
-            await self._write_rows([table.row(*row) for row in done])
+            await self._file.append(encode_rows([table.row(*row) for row in done]))
+        self._wide = table
 
-    async def _widen(self) -> None:
-        """Rewrite the file once with the grown header: earlier rows get empty new cells."""
-        assert self._file is not None
+    async def _widen(self, table: _WideTable) -> None:
+        """Rewrite the file once with the grown header of `table`: earlier rows get empty new cells."""
         await self._file.close()
-        header = [*WIDE_FIXED, *self._wide.columns]
-        await anyio.to_thread.run_sync(_rewrite_with_header, self.path, header)
-        self._wide.grew = False
-        self._file = await aiofiles.open(self.path, "a", newline="", encoding="utf-8")
+        try:
+            await anyio.to_thread.run_sync(_rewrite_with_header, self.path, [*WIDE_FIXED, *table.columns])
+        finally:
+            await self._file.open()  # the new file, or the old one if the rewrite failed: whole either way
+        self._wide.columns, self._wide.index = list(table.columns), dict(table.index)  # as on disk now
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "layout": self.layout, "_file": None, "_wide": _WideTable()}
+        """The state of an unopened copy, for a worker process: an open file does not pickle."""
+        return CsvSink(self.path, layout=self.layout).__dict__
+
+
+def _records_end(f: BinaryIO) -> int:
+    """Where the last whole record of a csv.writer file ends: after its last newline outside quotes.
+
+    csv.writer quotes every field that holds a quote or a newline and doubles the quotes inside,
+    so a newline is outside quotes exactly when an even number of quote characters precede it
+    (bytes 0x22 and 0x0A occur in UTF-8 only as themselves). That takes one count over the whole
+    file, at the speed of bytes.count; the walk back from the end then reads only the torn tail.
+    """
+    f.seek(0)
+    quotes = sum(chunk.count(b'"') for chunk in iter(lambda: f.read(_CHUNK), b""))
+    pos = f.tell()
+    while pos > 0:
+        start = max(0, pos - _CHUNK)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        stop = len(chunk)
+        while (newline := chunk.rfind(b"\n", 0, stop)) >= 0:
+            quotes -= chunk.count(b'"', newline, stop)  # now: the quotes before this newline
+            if quotes % 2 == 0:
+                return start + newline + 1
+            stop = newline
+        quotes -= chunk.count(b'"', 0, stop)
+        pos = start
+    return 0
 
 
 def _rewrite_with_header(path: Path, header: list[str]) -> None:
+    """Replace `path` by a copy with `header` and every row padded to its width."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(path, newline="", encoding="utf-8") as src, open(tmp, "w", newline="", encoding="utf-8") as dst:
-        reader = csv.reader(src)
-        writer = csv.writer(dst)
-        next(reader, None)
-        writer.writerow(header)
-        width = len(header)
-        for row in reader:
-            writer.writerow(row + [""] * (width - len(row)))
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(path, newline="", encoding="utf-8") as src, open(tmp, "w", newline="", encoding="utf-8") as dst:
+            reader = csv.reader(src)
+            writer = csv.writer(dst)
+            next(reader, None)
+            writer.writerow(header)
+            width = len(header)
+            for row in reader:
+                writer.writerow(row + [""] * (width - len(row)))
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only if the copy failed

@@ -4,24 +4,34 @@ Plain JSON has no NaN or infinity, and msgspec would write them as `null`. We wr
 strings "NaN", "Infinity" and "-Infinity" (the spellings of JavaScript and of Python's json
 module) and decode in msgspec's lax mode, which turns those strings back into floats, so a
 round trip gives equal events, NaN and ±inf included.
+
+A file left with a torn last line (the writer was killed mid-write) is cut back to its last whole
+line before appending, with a warning; a write that fails midway is undone before the retry
+(both by `RecordFile`, shared with CsvSink).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiofiles
+import anyio
 import msgspec
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from bus import Event, Sink
 
+from ._record_file import RecordFile
+
 __all__ = ["JsonlSink", "iter_jsonl", "read_jsonl"]
+
+log = logging.getLogger("metricbus")
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event, strict=False)  # type: ignore[arg-type]
+_CHUNK = 1 << 16  # bytes read at a time when scanning a file for its last whole record
 
 
 def _nonfinite(value: float) -> float | str:
@@ -73,34 +83,47 @@ def read_jsonl(path: str | Path) -> list[Event]:
     return list(iter_jsonl(path))
 
 
+def _lines_end(path: Path) -> int:
+    """Where the last whole line of `path` ends (0 if there is none, or no file). msgspec escapes
+    newlines inside strings, so every newline ends a record: only the torn tail is read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            start = max(0, pos - _CHUNK)
+            f.seek(start)
+            newline = f.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            pos = start
+    return 0
+
+
 class JsonlSink(Sink):
-    """Appends every event to `path` as one JSON line. Every event type is written."""
+    """Appends every event to `path` as one JSON line. Every event type is written.
+
+    Its default name is "jsonl:" and the path as given, so sinks on different files never clash.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file: AsyncBufferedIOBase | None = None
+        self._file = RecordFile(self.path)
 
     @property
     def name(self) -> str:
-        return f"jsonl:{self.path.name}"
+        return f"jsonl:{self.path.as_posix()}"
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = await aiofiles.open(self.path, "ab")
+        await self._file.open(await anyio.to_thread.run_sync(_lines_end, self.path))
 
     async def write_batch(self, events: Sequence[Event]) -> None:
-        assert self._file is not None
-        await self._file.write(encode_lines(events))
-        await self._file.flush()  # to the OS each batch: a kill -9 loses at most one interval
-
-    async def flush(self) -> None:
-        if self._file is not None:
-            await self._file.flush()
+        await self._file.append(encode_lines(events))  # unbuffered: in the OS once this returns
 
     async def close(self) -> None:
-        if self._file is not None:
-            await self._file.close()
-            self._file = None
+        await self._file.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_file": None}
+        """The state of an unopened copy, for a worker process: an open file does not pickle."""
+        return JsonlSink(self.path).__dict__

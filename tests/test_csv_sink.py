@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from bus import Context, MetricBus, Metrics, Origin, Scalar
+from bus import Context, Event, MetricBus, Metrics, Origin, Scalar
 from sinks import CsvSink
+from sinks._csv import LONG_HEADER
 
 pytestmark = pytest.mark.anyio
 
@@ -20,6 +23,18 @@ ODD_NAMES = ["plain", "with,comma", 'with "quotes"', "with\nnewline", "ünïcød
 def rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def cells(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+async def run(path: Path, events: list[Event], **options: Any) -> None:
+    """One run of a program that logs `events` to a CsvSink on `path`."""
+    async with MetricBus() as bus:
+        bus.add_sink(CsvSink(path, **options))
+        await bus.publish_many(events)
 
 
 async def test_long_layout_round_trips_values_names_origins_and_context(tmp_path: Path) -> None:
@@ -93,15 +108,18 @@ async def test_wide_layout_keeps_origins_apart(tmp_path: Path) -> None:
     assert got == [("a", s, float(s)) for s in range(3)] + [("b", s, s + 0.5) for s in range(3)]
 
 
-async def test_an_existing_file_with_a_foreign_header_fails_the_sink_not_the_bus(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ["a,b,c\n1,2,3\n", "a,b,c\n1,2,3\n4,5", "a,b"])
+async def test_an_existing_foreign_file_fails_the_sink_not_the_bus_and_is_left_untouched(
+    tmp_path: Path, content: str
+) -> None:
     path = tmp_path / "m.csv"
-    path.write_text("a,b,c\n1,2,3\n")
+    path.write_text(content)  # a torn tail included: only a file known to be ours is cut
     async with MetricBus(raise_on_loss=False) as bus:
         name = bus.add_sink(CsvSink(path))
         await bus.publish(Scalar("x", 1.0, step=0))
     assert bus.stats()[name].dropped == {"sink_failed": 1}
-    assert "another header" in (bus.stats()[name].last_error or "")
-    assert path.read_text() == "a,b,c\n1,2,3\n"  # untouched
+    assert f"{path} exists" in (bus.stats()[name].last_error or "")
+    assert path.read_text() == content
 
 
 def test_csv_sink_rejects_an_unknown_layout() -> None:
@@ -119,3 +137,76 @@ def test_anyio_is_the_only_runner_needed(tmp_path: Path) -> None:
 
     anyio.run(main)
     assert rows(tmp_path / "m.csv")[0]["value"] == "1.0"
+
+
+async def test_a_torn_last_row_is_cut_off_before_appending(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "m.csv"
+    await run(path, [Scalar("loss", float(step), step=step) for step in range(3)])
+    torn = path.read_bytes()[:-5]  # killed in the middle of writing the last row
+    path.write_bytes(torn)
+    partial = len(torn.rsplit(b"\n", 1)[1])
+    with caplog.at_level(logging.WARNING, logger="metricbus"):
+        await run(path, [Scalar("loss", 3.0, step=3)])
+    assert all(len(row) == 8 for row in cells(path))
+    assert [(r["step"], r["value"]) for r in rows(path)] == [("0", "0.0"), ("1", "1.0"), ("3", "3.0")]
+    assert f"dropped {partial} bytes" in caplog.text
+
+
+async def test_a_row_torn_right_after_a_newline_inside_a_quoted_name_is_cut_off_too(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    await run(path, [Scalar("loss", 0.0, step=0), Scalar("two\nlines", 1.0, step=1)])
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"two\n") + 4])  # the file ends with a newline, but inside quotes
+    await run(path, [Scalar("loss", 2.0, step=2)])
+    assert [(r["name"], r["step"], r["value"]) for r in rows(path)] == [("loss", "0", "0.0"), ("loss", "2", "2.0")]
+
+
+@pytest.mark.parametrize("metric", ["acc", "lr"])  # lr is a new column: the file is rewritten
+async def test_wide_layout_a_torn_last_row_is_cut_off_and_the_header_kept(tmp_path: Path, metric: str) -> None:
+    path = tmp_path / "wide.csv"
+    await run(path, [Metrics({"loss": step / 4, "acc": step / 8}, step=step) for step in range(3)], layout="wide")
+    path.write_bytes(path.read_bytes()[:-3])
+    await run(path, [Metrics({"loss": 0.75, metric: 0.5}, step=3)], layout="wide")
+    got = rows(path)
+    assert list(got[0]) == ["wall_time", "origin", "step", "loss", "acc", *(["lr"] if metric == "lr" else [])]
+    assert all(None not in row and None not in row.values() for row in got)  # no row wider or narrower
+    assert [r["step"] for r in got] == ["0", "1", "3"]
+    assert (got[1]["loss"], got[1]["acc"], got[2]["loss"], got[2][metric]) == ("0.25", "0.125", "0.75", "0.5")
+
+
+async def test_a_file_cut_inside_its_header_gets_a_whole_header(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"wall_time,origin,st")
+    await run(path, [Scalar("loss", 1.0, step=0)])
+    assert cells(path)[0] == list(LONG_HEADER)
+    assert [(r["name"], r["value"]) for r in rows(path)] == [("loss", "1.0")]
+
+
+async def test_sinks_on_files_of_the_same_name_get_distinct_default_names(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "m.csv", tmp_path / "b" / "m.csv"
+    async with MetricBus() as bus:
+        names = [bus.add_sink(CsvSink(a)), bus.add_sink(CsvSink(b, layout="wide"))]
+        await bus.publish(Scalar("loss", 1.0, step=0))
+    assert names == [f"csv:{a.as_posix()}", f"csv:{b.as_posix()}"]
+    assert rows(a)[0]["value"] == rows(b)[0]["loss"] == "1.0"
+    assert CsvSink("runs/a/m.csv").name == "csv:runs/a/m.csv"
+
+
+async def test_wide_layout_renames_metrics_that_would_repeat_a_fixed_column(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    origin = Origin(site="a")
+    first = {"loss": 0.5, "step": 5.0, "origin": 6.0, "wall_time": 7.0, "metric:step": 8.0}
+    await run(path, [Metrics(first, step=1, origin=origin, wall_time=100.0)], layout="wide")
+    await run(path, [Metrics({"step": 9.0}, step=2, origin=origin, wall_time=200.0)], layout="wide")  # header read back
+    renamed = ["metric:step", "metric:origin", "metric:wall_time", "metric:metric:step"]
+    assert cells(path)[0] == ["wall_time", "origin", "step", "loss", *renamed]
+    got = rows(path)
+    assert [(r["wall_time"], r["origin"], r["step"]) for r in got] == [("100.0", "a", "1"), ("200.0", "a", "2")]
+    assert [[r[column] for column in renamed] for r in got] == [["5.0", "6.0", "7.0", "8.0"], ["9.0", "", "", ""]]
+
+
+async def test_long_layout_writes_metrics_named_like_its_columns_as_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    await run(path, [Scalar("step", 5.0, step=7), Metrics({"origin": 1.0, "name": 2.0}, step=8)])
+    got = [(r["name"], r["step"], r["value"]) for r in rows(path)]
+    assert got == [("step", "7", "5.0"), ("origin", "8", "1.0"), ("name", "8", "2.0")]

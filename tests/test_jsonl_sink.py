@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import anyio
+import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +15,7 @@ from bus import Context, Event, Histogram, MetricBus, Metrics, Origin, Scalar, T
 from sinks import JsonlSink, read_jsonl
 from tests.helpers import normalized
 
-names = st.text(min_size=1, max_size=40)
+names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40)  # valid names
 floats = st.floats(allow_nan=True, allow_infinity=True)
 steps = st.integers(min_value=0, max_value=2**62)
 origins = st.builds(
@@ -47,21 +50,57 @@ def test_jsonl_round_trip_gives_equal_events(tmp_path_factory: object, batch: li
     assert normalized(back) == normalized(batch)
 
 
-def test_a_torn_last_line_is_skipped_but_a_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
-    import msgspec
-    import pytest
-
-    path = tmp_path / "e.jsonl"
+def run(path: Path, events: list[Event]) -> None:
+    """One run of a program that logs `events` to a JsonlSink on `path`."""
 
     async def main() -> None:
         async with MetricBus() as bus:
             bus.add_sink(JsonlSink(path))
-            await bus.publish_many([Scalar("x", float(i), step=i) for i in range(3)])
+            await bus.publish_many(events)
 
     anyio.run(main)
+
+
+def test_a_torn_last_line_is_skipped_but_a_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "e.jsonl"
+    run(path, [Scalar("x", float(i), step=i) for i in range(3)])
     with open(path, "ab") as f:
         f.write(b'{"kind":"scalar","name":"x","va')
     assert [e.step for e in read_jsonl(path)] == [0, 1, 2]  # type: ignore[union-attr]
     path.write_bytes(b'{"kind":"scalar"\n' + path.read_bytes())
     with pytest.raises(msgspec.DecodeError):
         read_jsonl(path)
+
+
+def test_a_torn_last_line_is_cut_off_before_appending(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "e.jsonl"
+    run(path, [Scalar("x", float(i), step=i) for i in range(3)])
+    torn = b'{"kind":"scalar","name":"x","va'  # killed in the middle of writing a line
+    with open(path, "ab") as f:
+        f.write(torn)
+    with caplog.at_level(logging.WARNING, logger="metricbus"):
+        run(path, [Scalar("x", 3.0, step=3)])
+    assert [(e.step, e.value) for e in read_jsonl(path)] == [(i, float(i)) for i in range(4)]  # type: ignore[union-attr]
+    assert path.read_bytes().endswith(b"\n")
+    assert f"dropped {len(torn)} bytes" in caplog.text
+
+
+def test_a_file_with_only_a_torn_line_is_emptied_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"kind":"sca')
+    run(path, [Scalar("x", 1.0, step=0)])
+    assert [(e.step, e.value) for e in read_jsonl(path)] == [(0, 1.0)]  # type: ignore[union-attr]
+
+
+def test_sinks_on_files_of_the_same_name_get_distinct_default_names(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "e.jsonl", tmp_path / "b" / "e.jsonl"
+
+    async def main() -> list[str]:
+        async with MetricBus() as bus:
+            names = [bus.add_sink(JsonlSink(a)), bus.add_sink(JsonlSink(b))]
+            await bus.publish(Scalar("x", 1.0, step=0))
+        return names
+
+    assert anyio.run(main) == [f"jsonl:{a.as_posix()}", f"jsonl:{b.as_posix()}"]
+    assert len(read_jsonl(a)) == len(read_jsonl(b)) == 1
+    assert JsonlSink("runs/a/e.jsonl").name == "jsonl:runs/a/e.jsonl"

@@ -1,0 +1,70 @@
+"""RecordFile: an append-only file of whole records, for the line-based file sinks.
+
+A writer killed mid-write leaves a torn last record; a write that fails midway leaves part of a
+batch. Either would make the next run's appended lines unparseable, so both are cut off here,
+in one place, for CSV and JSONL alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import aiofiles
+from aiofiles.threadpool.binary import AsyncFileIO
+
+__all__ = ["RecordFile"]
+
+log = logging.getLogger("metricbus")
+
+
+class RecordFile:
+    """An append-only file of whole records: each `append` lands all of its bytes or none.
+
+    Writes are unbuffered, so nothing of a failed write waits in a buffer to reach the disk later;
+    bytes a failed write did put on disk are cut off before the next append, and on close.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: AsyncFileIO | None = None
+        self._end = 0  # bytes of whole records in the file
+        self._torn = False  # a write failed midway: bytes past _end may be a partial record
+
+    async def open(self, end: int | None = None) -> None:
+        """Open for appending, cutting off what follows `end`, where the last whole record ends
+        (the torn tail of a writer that was killed mid-write); None: the file is whole."""
+        await self.close()  # a retried open
+        self._file = await aiofiles.open(self.path, "ab", buffering=0)
+        size = await self._file.seek(0, os.SEEK_END)
+        if end is not None and size > end:
+            await self._file.truncate(end)
+            log.warning("%s: dropped %d bytes of a torn last record before appending", self.path, size - end)
+            size = end
+        self._end = size
+
+    async def append(self, data: bytes) -> None:
+        """Write `data` (whole records) at the end of the file; if this raises, none of it counts."""
+        assert self._file is not None
+        await self._cut_torn_write()
+        self._torn = True
+        view = memoryview(data)
+        while view:  # an unbuffered write may take only part of the bytes
+            view = view[await self._file.write(view) :]
+        self._torn = False
+        self._end += len(data)
+
+    async def close(self) -> None:
+        """Cut off a failed write's bytes, then close. If the cut fails the file stays open."""
+        if self._file is None:
+            return
+        await self._cut_torn_write()
+        file, self._file = self._file, None
+        await file.close()
+
+    async def _cut_torn_write(self) -> None:
+        assert self._file is not None
+        if self._torn:
+            await self._file.truncate(self._end)
+            self._torn = False
