@@ -139,6 +139,7 @@ class MetricBus:
         max_interval: float = 1.0,
         when_full: WhenFull = "block",
         retry: RetryPolicy | None = None,
+        call_timeout: float = 120.0,
         config: SinkConfig | None = None,
         isolate: Literal["none", "process"] | None = None,
     ) -> str:
@@ -159,6 +160,7 @@ class MetricBus:
                 max_interval=max_interval,
                 when_full=when_full,
                 retry=retry if retry is not None else RetryPolicy(),
+                call_timeout=call_timeout,
             )
         name = name if name is not None else sink.name
         for route in self._routes:
