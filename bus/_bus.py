@@ -16,7 +16,6 @@ from anyio.abc import TaskGroup
 from ._config import RetryPolicy, SinkConfig, WhenFull
 from ._errors import BusClosed, BusFull, BusStateError, DeliveryError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
 from ._events import EVENT_TYPES, Event
-from ._process import ProcessSink
 from ._route import Route
 from ._sink import Sink
 from ._stats import DropReason, SinkState, SinkStats
@@ -171,9 +170,8 @@ class MetricBus:
         isolate = isolate if isolate is not None else sink.isolation
         if isolate not in ("none", "process"):
             raise InvalidConfig(f"isolate must be 'none' or 'process', got {isolate!r}")
-        runs = ProcessSink(sink) if isolate == "process" and not isinstance(sink, ProcessSink) else sink
         _claim(sink, self)
-        route = Route(name, runs, config, given=sink)
+        route = Route(name, sink, config, isolate=isolate)
         self._routes.append(route)
         if route.blocks:
             self._blocking.append(route)

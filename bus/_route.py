@@ -12,13 +12,14 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
 from ._config import SinkConfig
 from ._errors import InvalidSinkResult
 from ._events import Event
+from ._process import ProcessSink
 from ._sink import Sink
 from ._sink_thread import SinkThread
 from ._stats import DropReason, SinkState, SinkStats
@@ -36,12 +37,13 @@ class _Failed(Exception):
 
 
 class Route:
-    """The bus's side of one sink. `given` is the object the user added (before any wrapping)."""
+    """The bus's side of one sink: `given` is the sink the user added, `sink` what the route
+    calls (the same sink on its own thread, or, with isolate="process", a ProcessSink around it)."""
 
-    def __init__(self, name: str, sink: Sink, config: SinkConfig, given: Sink | None = None) -> None:
+    def __init__(self, name: str, sink: Sink, config: SinkConfig, isolate: Literal["none", "process"] = "none") -> None:
         self.name = name
-        self.sink = sink
-        self.given = given if given is not None else sink
+        self.given = sink
+        self.sink = ProcessSink(sink) if isolate == "process" and not isinstance(sink, ProcessSink) else sink
         self.config = config
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"

@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import anyio
-
 from bus import Event, InvalidConfig, Metrics, Scalar, Sink
 
 from ._record_file import RecordFile
@@ -164,7 +162,7 @@ class CsvSink(Sink):
         return encode_rows([LONG_HEADER if self.layout == "long" else WIDE_FIXED])
 
     async def open(self) -> None:
-        header, end = await anyio.to_thread.run_sync(self._inspect)
+        header, end = self._inspect()  # blocking is fine: the sink has its own thread
         if self.layout == "long":
             if header is not None and tuple(header) != LONG_HEADER:
                 raise InvalidConfig(f"{self.path} exists with another header: {header}")
@@ -226,7 +224,7 @@ class CsvSink(Sink):
         """Rewrite the file once with the grown header of `table`: earlier rows get empty new cells."""
         await self._file.close()
         try:
-            await anyio.to_thread.run_sync(_rewrite_with_header, self.path, [*WIDE_FIXED, *table.columns])
+            _rewrite_with_header(self.path, [*WIDE_FIXED, *table.columns])
         finally:
             await self._file.open()  # the new file, or the old one if the rewrite failed: whole either way
         self._wide.columns, self._wide.index = list(table.columns), dict(table.index)  # as on disk now

@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import msgspec
 
 from bus import Event, Sink
@@ -116,7 +115,7 @@ class JsonlSink(Sink):
         return f"jsonl:{self.path.as_posix()}"
 
     async def open(self) -> None:
-        await self._file.open(await anyio.to_thread.run_sync(_lines_end, self.path))
+        await self._file.open(_lines_end(self.path))  # blocking is fine: the sink has its own thread
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         await self._file.append(encode_lines(events))  # unbuffered: in the OS once this returns
