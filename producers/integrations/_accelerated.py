@@ -35,7 +35,9 @@ class MetricBusLogMetricsCallback(LogMetricsCallback):  # type: ignore[misc]
     Step ends (`log_steps=True`): the batch loss as `train_loss_step` at a running step count,
     with `Context(epoch=...)`; the Trainer read that loss to the CPU just before this hook, so
     the device queue is empty and the extra read costs microseconds, not a stall.
-    Run ends (training or evaluation): flush, and close a logger built here.
+    Run ends (training or evaluation): flush, and close a logger built here; the next run opens a
+    fresh one over the same sinks. An evaluation run restarts the run history at epoch 1, so its
+    metrics are at step 1, as pytorch_accelerated numbers them.
     Only the world process zero publishes, as in the seed's examples.
     """
 

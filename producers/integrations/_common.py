@@ -50,11 +50,6 @@ class LoggerHandle:
             self._logger = MetricLogger(sinks=self._sinks, origin=self.origin, use_uvloop=False)
         return self._logger
 
-    @property
-    def started(self) -> bool:
-        """Whether a logger is in use (passed in, or built since the last `close()`)."""
-        return self._logger is not None
-
     def scalars(self, values: Mapping[str, float], step: int, context: Context | None = None) -> None:
         """Publish `values` at `step` as one Metrics event with this adapter's origin."""
         logger = self.logger

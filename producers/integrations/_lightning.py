@@ -28,7 +28,9 @@ class MetricBusLogger(Logger):  # type: ignore[misc]
     all_ranks=True publishes from every rank, each with `Origin(rank=...)` (site and node kept
     from `origin`), so the TensorBoard and W&B sinks show one run per rank.
     With `sinks=` the logger is built on first use in each process (so it survives DDP spawn)
-    and closed by `finalize`; with `logger=` the given MetricLogger is only flushed.
+    and closed by `finalize`; the next stage on the same Trainer (validate, test, a fit with a
+    raised `fit_loop.max_epochs`) builds a fresh one over the same sinks, at Lightning's steps.
+    With `logger=` the given MetricLogger is only flushed.
     """
 
     def __init__(

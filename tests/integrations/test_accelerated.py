@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,9 +13,9 @@ from pytorch_accelerated import Trainer
 from pytorch_accelerated.callbacks import MoveModulesToDeviceCallback, TrainerCallback
 from torch.utils.data import TensorDataset
 
-from bus import Hparams, Scalar
+from bus import Hparams, Metrics, Scalar, Sink
 from producers.integrations import MetricBusLogMetricsCallback
-from sinks import MemorySink
+from sinks import JsonlSink, MemorySink, read_jsonl
 
 
 class MeanAbsErrorCallback(TrainerCallback):  # type: ignore[misc]
@@ -31,7 +32,7 @@ class MeanAbsErrorCallback(TrainerCallback):  # type: ignore[misc]
         trainer.run_history.update_metric("mae", self.total / self.count)
 
 
-def _trainer(sink: MemorySink) -> Trainer:
+def _trainer(sink: Sink) -> Trainer:
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     return Trainer(
@@ -67,15 +68,25 @@ def test_epoch_metrics_match_the_run_history_and_steps_are_counted(no_leftover_l
     assert hparams.params["num_epochs"] == 3 and hparams.params["train_per_device_batch_size"] == 8
 
 
-def test_an_evaluation_run_after_training_reaches_the_sink(no_leftover_loggers: Callable[[], None]) -> None:
-    sink = MemorySink()
-    trainer = _trainer(sink)
-    trainer.train(train_dataset=_data(), num_epochs=1, per_device_batch_size=8)
-    trainer.evaluate(dataset=_data(), per_device_batch_size=8)  # after the training run closed the logger
+def test_train_then_evaluate_every_run_history_value_reaches_the_same_file(
+    tmp_path: Path, no_leftover_loggers: Callable[[], None]
+) -> None:
+    path = tmp_path / "e.jsonl"
+    trainer = _trainer(JsonlSink(path))
+    trainer.train(train_dataset=_data(), eval_dataset=_data(), num_epochs=2, per_device_batch_size=8)
+    trained = {name: trainer.run_history.get_metric_values(name) for name in trainer.run_history.get_metric_names()}
+    trainer.evaluate(dataset=_data(), per_device_batch_size=8)  # resets the run history: epoch 1 again
 
     no_leftover_loggers()
-    assert sink.values("evaluation_loss") == [(1, trainer.run_history.get_latest_metric("evaluation_loss"))]
-    assert sink.values("mae") == [(1, trainer.run_history.get_latest_metric("mae"))]
+    evaluated = {name: trainer.run_history.get_metric_values(name) for name in trainer.run_history.get_metric_names()}
+    assert sorted(trained) == ["eval_loss_epoch", "mae", "train_loss_epoch"]
+    assert sorted(evaluated) == ["evaluation_loss", "mae"]
+    *training, evaluation = [e for e in read_jsonl(path) if isinstance(e, Metrics)]
+    for name, values in trained.items():  # each epoch's value at that epoch
+        assert [(e.step, e.values[name]) for e in training if name in e.values] == list(enumerate(values, start=1))
+    assert evaluation.step == 1 and evaluation.values == {name: values[-1] for name, values in evaluated.items()}
+    steps = [e.step for e in read_jsonl(path) if isinstance(e, Scalar) and e.name == "train_loss_step"]
+    assert steps == list(range(8))  # the training run's 4 batches x 2 epochs; evaluation adds none
 
 
 def test_without_pytorch_accelerated_the_error_names_the_extra(import_error_without: Callable[[str, str], str]) -> None:

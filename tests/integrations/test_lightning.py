@@ -1,9 +1,11 @@
-"""Lightning: MetricBusLogger's sinks hold exactly what Lightning's own CSVLogger holds, same run;
-a later stage (test) after fit still reaches the sinks; real DDP ranks get their own origins."""
+"""Lightning: MetricBusLogger's sinks hold exactly what Lightning's own CSVLogger holds, in every
+stage of one Trainer (fit, validate, test, fit again), in the same files; real DDP ranks get their
+own origins."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +47,11 @@ class Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
+class Validated(Tiny):
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch))
+
+
 def _data() -> DataLoader[Any]:
     torch.manual_seed(0)
     return DataLoader(TensorDataset(torch.randn(32, 4), torch.randn(32, 1)), batch_size=4)
@@ -60,6 +67,12 @@ def _trainer(logger: Any, **kwargs: Any) -> pl.Trainer:
         "enable_model_summary": False,
     }
     return pl.Trainer(logger=logger, **{**options, **kwargs})
+
+
+def _stages_trainer(loggers: list[Any]) -> pl.Trainer:
+    """A Trainer whose fit is one epoch of 3 steps, validated on 2 batches; tested on 2."""
+    limits = {"limit_train_batches": 3, "limit_val_batches": 2, "limit_test_batches": 2}
+    return _trainer(loggers, max_steps=-1, max_epochs=1, **limits)
 
 
 def _reference(log_dir: str) -> list[dict[str, str]]:
@@ -93,21 +106,60 @@ def test_fit_publishes_every_metric_and_hparam_lightning_logged(
     assert hparams.params == {"lr": 0.05, "hidden": 4}
 
 
-def test_a_test_run_after_fit_reaches_the_same_sinks(tmp_path: Path, no_leftover_loggers: Callable[[], None]) -> None:
-    ours = MetricBusLogger(sinks=[CsvSink(tmp_path / "m.csv")])
+def _logged(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, float]]]:
+    """Lightning's CSV rows (one per `log_metrics` call) as (step, the values logged)."""
+    return [(int(r["step"]), {k: float(v) for k, v in r.items() if v and k != "step"}) for r in rows]
+
+
+def test_fit_validate_test_and_fit_again_on_one_trainer_reach_the_same_files_as_in_lightnings_csv(
+    tmp_path: Path, no_leftover_loggers: Callable[[], None]
+) -> None:
+    ours = MetricBusLogger(sinks=[CsvSink(tmp_path / "m.csv"), JsonlSink(tmp_path / "e.jsonl")])
     reference = CSVLogger(tmp_path, name="ref")
-    trainer = _trainer([ours, reference])
-    model = Tiny()
-    trainer.fit(model, _data())
-    trainer.test(model, _data(), verbose=False)  # the bus was closed by fit's finalize
+    trainer = _stages_trainer([ours, reference])
+    model = Validated()
+    trainer.fit(model, _data(), _data())  # each stage ends with finalize, which closes our logger
+    trainer.validate(model, _data(), verbose=False)
+    trainer.test(model, _data(), verbose=False)
+    trainer.fit_loop.max_epochs = 2  # the same Trainer fits on from where it stopped: no new Trainer needed
+    trainer.fit(model, _data(), _data())
 
     no_leftover_loggers()
-    with open(tmp_path / "m.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    (test_loss,) = [float(r["value"]) for r in rows if r["name"] == "test_loss"]
-    (expected,) = [float(r["test_loss"]) for r in _reference(reference.log_dir) if r.get("test_loss")]
-    assert math.isclose(test_loss, expected, rel_tol=1e-6)
-    assert sum(r["name"] == "train_loss" for r in rows) == 6  # fit's rows are kept: the file was appended to
+    expected = _logged(_reference(reference.log_dir))
+    # fit (steps 0-2, validation at 2), validate and test (at 3), fit again (3-5, validation at 5)
+    assert [step for step, _ in expected] == [0, 1, 2, 2, 3, 3, 3, 4, 5, 5]
+    assert {"val_loss", "test_loss"} <= {name for _, values in expected for name in values}
+    events = read_jsonl(tmp_path / "e.jsonl")
+    jsonl = [(e.step, e.values) for e in events if isinstance(e, Metrics)]
+    assert jsonl == expected  # every call of every stage, in order, once, with Lightning's steps and values
+    assert sum(isinstance(e, Hparams) for e in events) == 4  # Lightning logs the hparams at each stage's start
+    with open(tmp_path / "m.csv", newline="") as f:  # one file, appended to by each stage
+        calls = itertools.groupby(csv.DictReader(f), key=lambda r: (r["wall_time"], int(r["step"])))
+        from_csv = [(step, {r["name"]: float(r["value"]) for r in rows}) for (_, step), rows in calls]
+    assert from_csv == expected
+
+
+def test_a_later_stage_adds_an_event_file_to_the_same_tensorboard_run(
+    tmp_path: Path, no_leftover_loggers: Callable[[], None]
+) -> None:
+    ours = MetricBusLogger(sinks=[TensorBoardSink(tmp_path / "tb")])
+    reference = CSVLogger(tmp_path, name="ref")
+    trainer = _stages_trainer([ours, reference])
+    model = Validated()
+    trainer.fit(model, _data(), _data())
+    trainer.test(model, _data(), verbose=False)
+
+    no_leftover_loggers()
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2  # one per stage, side by side
+    run = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    run.Reload()  # reads every event file of the directory: one run
+    expected = _logged(_reference(reference.log_dir))
+    for name in ("train_loss", "val_loss", "test_loss", "epoch"):
+        series = [(step, values[name]) for step, values in expected if name in values]
+        got = [(e.step, e.value) for e in run.Scalars(name)]
+        assert [s for s, _ in got] == [s for s, _ in series]
+        assert all(math.isclose(a, b, rel_tol=1e-6) for (_, a), (_, b) in zip(got, series, strict=True))
+    assert [e.step for e in run.Scalars("test_loss")] == [3]  # after fit's steps 0-2
 
 
 def test_ddp_ranks_publish_with_their_own_origin_or_only_rank_zero(tmp_path: Path) -> None:

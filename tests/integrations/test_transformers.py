@@ -86,16 +86,21 @@ def test_trainer_logs_reach_the_sinks_with_their_steps(tmp_path: Path, no_leftov
     assert hparams.params["model/hidden_size"] == 16 and hparams.params["model/id2label/0"] == "LABEL_0"
 
 
-def test_evaluate_after_train_reaches_the_same_sinks(tmp_path: Path, no_leftover_loggers: Callable[[], None]) -> None:
+def test_train_then_evaluate_twice_every_log_history_entry_reaches_the_same_file(
+    tmp_path: Path, no_leftover_loggers: Callable[[], None]
+) -> None:
     path = tmp_path / "e.jsonl"
     trainer = _trainer(tmp_path, MetricBusCallback(sinks=[JsonlSink(path)]))
-    trainer.train()
-    results: dict[str, Any] = trainer.evaluate()  # after on_train_end closed the callback's logger
+    trainer.train()  # on_train_end closes the callback's logger
+    first: dict[str, Any] = trainer.evaluate()  # a stage of its own: a fresh logger, closed at its end
+    second: dict[str, Any] = trainer.evaluate()
 
-    no_leftover_loggers()  # evaluate() on its own is a stage: its logger was closed at its end
-    last = [e for e in read_jsonl(path) if isinstance(e, Metrics)][-1]
-    assert last.step == 4 and math.isclose(last.values["eval_loss"], results["eval_loss"], rel_tol=1e-6)
-    assert sum("loss" in e.values for e in read_jsonl(path) if isinstance(e, Metrics)) == 4  # train rows kept
+    no_leftover_loggers()
+    history = trainer.state.log_history
+    assert [h["eval_loss"] for h in history[-2:]] == [first["eval_loss"], second["eval_loss"]]
+    expected = [(h["step"], {k: float(v) for k, v in h.items() if k != "step"}) for h in history]
+    got = [(e.step, e.values) for e in read_jsonl(path) if isinstance(e, Metrics)]
+    assert got == expected  # every entry of training and both evaluations, in order, once, at its step
 
 
 def test_without_transformers_the_error_names_the_extra(import_error_without: Callable[[str, str], str]) -> None:
