@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -69,7 +70,7 @@ class WandbSink(Sink):
         finish_timeout: float = 90.0,
         **init_kwargs: Any,
     ) -> None:
-        taken = {"name", "reinit"} & init_kwargs.keys()
+        taken = {"name", "reinit", "id", "resume"} & init_kwargs.keys()
         if taken:
             raise TypeError(f"WandbSink sets {sorted(taken)} itself (one run per origin, named by its label)")
         self.project = project
@@ -149,6 +150,10 @@ class WandbSink(Sink):
             group=self.group,
             job_type=self.job_type,
             name=label,
+            # The same id for the same (group, origin): a later stage of a framework (fit, then
+            # test) reopens this sink and continues its runs instead of starting new ones.
+            id=_run_id(self.group, label),
+            resume="allow",
             config=self.config,
             dir=self.dir,
             reinit="create_new",  # one run per origin, side by side in this process
@@ -205,6 +210,11 @@ class _CallThread:
                 future.set_result(fn())
             except BaseException as exc:  # handed to the awaiting task, like concurrent.futures
                 future.set_exception(exc)
+
+
+def _run_id(group: str, label: str) -> str:
+    """A wandb run id (letters, digits, '-', '_'; at most 128) fixed by the group and the origin."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-{label}")[:128]
 
 
 def _plan(events: Sequence[Event]) -> tuple[list[Row], list[tuple[str, dict[str, Any]]], int]:
