@@ -12,17 +12,28 @@ from ._logger import MetricLogger
 if TYPE_CHECKING:
     from ._frequency import LogFrequency
     from ._nan_guard import NanGuard
+    from ._redis_source import RedisSource, origin_from_env
     from ._summary_writer import SummaryWriter
     from ._system import SystemSampler
 
 _LAZY = {
     "LogFrequency": "._frequency",
     "NanGuard": "._nan_guard",
+    "RedisSource": "._redis_source",  # the Redis bridge; imports redis only when it runs
+    "origin_from_env": "._redis_source",
     "SummaryWriter": "._summary_writer",
     "SystemSampler": "._system",
 }
 
-__all__ = ["LogFrequency", "MetricLogger", "NanGuard", "SummaryWriter", "SystemSampler"]
+__all__ = [
+    "LogFrequency",
+    "MetricLogger",
+    "NanGuard",
+    "RedisSource",
+    "SummaryWriter",
+    "SystemSampler",
+    "origin_from_env",
+]
 
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -16,7 +16,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the files go (default runs/demo)")
     demo.add_argument("--steps", type=int, default=2_000)
     demo.add_argument("--plan", type=Path, help="a plan file (TOML) declaring the sinks to use instead")
+    # ---- aggregate: the Redis bridge's service (producers/_aggregate.py) ----
+    agg = commands.add_parser("aggregate", help="read events from Redis Streams into the sinks of a plan")
+    agg.add_argument("--plan", type=Path, required=True, help="a plan file (TOML) declaring the sinks")
+    agg.add_argument("--redis", metavar="URL", help="redis://[:password@]host:port/db (or a RedisSource in the plan)")
+    agg.add_argument("--stream", default="metricbus")
+    agg.add_argument("--group", default="metricbus", help="the consumer group (default metricbus)")
+    agg.add_argument("--consumer", help="this consumer's name in the group (default aggregator-<host>)")
+    agg.add_argument("--stats", type=Path, help="write the final source and sink stats here, as JSON")
+    agg.add_argument("--every", type=float, default=1.0, help="seconds between progress lines (default 1)")
     args = parser.parse_args(argv)
+    if args.command == "aggregate":
+        from bus import InvalidConfig
+
+        from ._aggregate import aggregate
+
+        try:
+            return aggregate(
+                args.plan,
+                url=args.redis,
+                stream=args.stream,
+                group=args.group,
+                consumer=args.consumer,
+                stats_path=args.stats,
+                every=args.every,
+            )
+        except InvalidConfig as exc:
+            parser.error(str(exc))
     if args.command == "demo":
         from bus import InvalidConfig
 

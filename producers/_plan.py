@@ -12,6 +12,10 @@ plan.yaml (`log_metric_callback: template: module.func`), in TOML (or YAML with 
     [log_metric_callback]                 # fn(node_name, task_name, metric_name, metric, round_number)
     template = "my_project.metrics.write_metric"
 
+    [[producers]]                         # async fn(bus) run on the bus, e.g. the Redis bridge
+    template = "producers.RedisSource"
+    settings = { url = "redis://127.0.0.1:6379/0", stream = "metricbus" }
+
 `load_plan(path)` imports and builds everything and raises `InvalidConfig` naming the key at
 fault; `plan.logger()` gives a ready MetricLogger with every sink and the callback attached.
 """
@@ -34,7 +38,7 @@ from ._logger import MetricLogger
 
 __all__ = ["Plan", "load_plan"]
 
-_TOP_LEVEL = {"logger", "sinks", "log_metric_callback"}
+_TOP_LEVEL = {"logger", "sinks", "log_metric_callback", "producers"}
 _LOGGER_KEYS = {
     "shutdown_timeout",
     "raise_on_loss",
@@ -57,6 +61,7 @@ class Plan:
     logger_settings: dict[str, Any] = field(default_factory=dict)
     sinks: list[tuple[Sink, dict[str, Any]]] = field(default_factory=list)
     callback: Callable[..., Any] | None = None
+    producers: list[Callable[..., Any]] = field(default_factory=list)  # async fn(bus), e.g. a RedisSource
 
     def logger(self) -> MetricLogger:
         """A MetricLogger with every sink (and the callback, as a CallbackSink) attached."""
@@ -67,6 +72,8 @@ class Plan:
             log.add_sink(sink, **options)
         if self.callback is not None:
             log.add_sink(CallbackSink(self.callback))
+        for producer in self.producers:
+            log.add_producer(producer)
         return log
 
 
@@ -89,6 +96,7 @@ def load_plan(path: str | Path) -> Plan:
         logger_settings=_logger_settings(data),
         sinks=[_sink(entry, f"sinks[{i}]") for i, entry in enumerate(sinks)],
         callback=_callback(data.get("log_metric_callback")),
+        producers=_producers(data.get("producers", [])),
     )
 
 
@@ -248,3 +256,30 @@ def _callback(entry: object) -> Callable[..., Any] | None:
                 f"round_number{', **settings' if settings else ''}): {exc}"
             ) from exc
     return functools.partial(fn, **settings) if settings else fn
+
+
+def _producers(entries: object) -> list[Callable[..., Any]]:
+    """`[[producers]]`: each a template (a class or factory) built with its settings into an
+    `async fn(bus)`, such as `producers.RedisSource`."""
+    if not isinstance(entries, list):
+        raise InvalidConfig("producers must be an array of tables ([[producers]])")
+    made = []
+    for i, entry in enumerate(entries):
+        key = f"producers[{i}]"
+        if not isinstance(entry, Mapping):
+            raise InvalidConfig(f"{key} must be a table with template = ..., got {entry!r}")
+        unknown = set(entry) - {"template", "settings"}
+        if unknown:
+            raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}; expected template, settings")
+        template = entry.get("template")
+        factory = resolve(template, f"{key}.template")
+        if not callable(factory):
+            raise InvalidConfig(f"{key}.template: {template} is not a class or function")
+        try:
+            producer = factory(**_table(entry, key, "settings"))
+        except (TypeError, ValueError) as exc:
+            raise InvalidConfig(f"{key}.settings: {template}(**settings) failed: {exc}") from exc
+        if not callable(producer):
+            raise InvalidConfig(f"{key}.template: {template} made a {type(producer).__name__}, not an async fn(bus)")
+        made.append(producer)
+    return made

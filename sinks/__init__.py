@@ -16,10 +16,16 @@ from ._memory import MemorySink
 
 if TYPE_CHECKING:
     from ._console import ConsoleSink
+    from ._redis import RedisSink
     from ._tensorboard import TensorBoardSink
     from ._wandb import WandbSink
 
-_LAZY = {"TensorBoardSink": "._tensorboard", "WandbSink": "._wandb", "ConsoleSink": "._console"}
+_LAZY = {
+    "TensorBoardSink": "._tensorboard",
+    "WandbSink": "._wandb",
+    "ConsoleSink": "._console",
+    "RedisSink": "._redis",  # the Redis bridge; imports redis only when it opens
+}
 
 __all__ = [
     "CallbackSink",
@@ -27,6 +33,7 @@ __all__ = [
     "CsvSink",
     "JsonlSink",
     "MemorySink",
+    "RedisSink",
     "Sink",
     "TensorBoardSink",
     "WandbSink",

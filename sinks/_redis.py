@@ -1,0 +1,136 @@
+"""RedisSink: the producing side of the Redis bridge. Each batch the bus hands it becomes one
+entry of a Redis Stream, which `producers.RedisSource` reads on the aggregator.
+
+An entry has four fields: `mb` (the format version), `p` (this producer's id), `s` (the batch's
+sequence number, 1, 2, 3, ... per producer id) and `d` (the events, msgspec msgpack, the encoding
+the worker processes use). A batch that is retried keeps its sequence number, so when a first
+attempt did land in Redis (the reply was lost) the aggregator sees the same (producer id,
+sequence) twice and skips the second.
+
+The sink runs on its own thread and event loop, like every sink; it uses redis-py's asyncio
+client there. It never retries by itself: a failed XADD raises, and the route's `RetryPolicy`
+waits and calls again, on a fresh connection. Give it a policy that covers the Redis outages you
+expect to ride out (the default one covers about a second): `retry=RetryPolicy(max_attempts=40,
+max_backoff=0.5)` is 20 s. Reconnections are counted in `SinkStats.restarts`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from bus import Event, InvalidConfig, Sink
+from bus._wire import encode_batch
+
+__all__ = ["ENTRY_VERSION", "RedisSink", "default_producer_id", "redact_url"]
+
+ENTRY_VERSION = b"1"
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (or query, where redis-py also accepts one), for names, logs
+    and errors: 'redis://:s3cret@host:6379/0' -> 'redis://:***@host:6379/0'."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = netloc.rpartition("@")[2]
+        netloc = f"{user}:***@{host}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def default_producer_id() -> str:
+    """'host-pid-random': unique per process, so a restarted producer starts a new sequence."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def check_url(url: object) -> str:
+    """Refuse, with InvalidConfig, what redis-py could not connect to."""
+    if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
+        shown = redact_url(url) if isinstance(url, str) else repr(url)
+        raise InvalidConfig(f"a Redis URL must start with redis://, rediss:// or unix://, got {shown!r}")
+    return url
+
+
+def check_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidConfig(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def scrub(exc: BaseException, url: str) -> str:
+    """An exception's message with the URL's password cut out (redis-py does not print it, but
+    a message is no place to take that on trust)."""
+    text = f"{type(exc).__name__}: {exc}"
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
+
+
+class RedisSink(Sink):
+    """Write every batch as one entry of the stream `stream` at `url` (redis://, rediss:// for
+    TLS, unix://; a password in the URL works and is never shown). `maxlen` bounds the stream:
+    each XADD trims it to about that many entries (MAXLEN ~), so Redis memory stays bounded even
+    when no aggregator reads; an aggregator more than `maxlen` entries behind loses the oldest
+    (counted as gaps in `RedisSource.stats()`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = "metricbus",
+        maxlen: int = 10_000,
+        producer_id: str | None = None,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        self.url = check_url(url)
+        self.stream = check_name(stream, "stream")
+        if not isinstance(maxlen, int) or maxlen < 1:
+            raise InvalidConfig(f"maxlen must be an int >= 1, got {maxlen!r}")
+        if not socket_timeout > 0:
+            raise InvalidConfig(f"socket_timeout must be > 0 seconds, got {socket_timeout!r}")
+        self.maxlen = maxlen
+        self.producer_id = check_name(producer_id, "producer_id") if producer_id is not None else default_producer_id()
+        self.socket_timeout = socket_timeout
+        self.seq = 0  # the sequence number of the last batch handed to write_batch
+        self._batch: Sequence[Event] | None = None  # that batch: the route retries with the same list
+        self._client: Any = None
+        self._broken = False  # the last call failed: the next one that works has reconnected
+
+    @property
+    def name(self) -> str:
+        return f"redis:{redact_url(self.url)}/{self.stream}"
+
+    async def open(self) -> None:
+        """Make the client; it connects on the first write, so Redis may come up after the bus."""
+        import redis.asyncio
+
+        self._client = redis.asyncio.from_url(
+            self.url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
+        )
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        import redis
+
+        if events is not self._batch:  # a new batch; a retry is the same list again
+            self.seq += 1
+            self._batch = events
+        fields: dict[Any, Any] = {"mb": ENTRY_VERSION, "p": self.producer_id, "s": self.seq, "d": encode_batch(events)}
+        try:
+            await self._client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+        except redis.RedisError as exc:
+            self._broken = True
+            await self._client.connection_pool.disconnect()  # the next attempt dials again
+            raise ConnectionError(f"XADD to {self.name} failed: {scrub(exc, self.url)}") from None
+        if self._broken:
+            self._broken = False
+            self.restarts += 1
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

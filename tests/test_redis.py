@@ -1,0 +1,355 @@
+"""The Redis bridge against a real redis-server: RedisSink on producing processes, RedisSource
+(and `metricbus aggregate`) on the aggregator. Events are counted on disk with csv and read_jsonl."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+
+from bus import InvalidConfig, MetricBus, Origin, Scalar
+from bus._wire import encode_batch
+from producers import RedisSource, origin_from_env
+from producers._plan import load_plan
+from sinks import MemorySink, RedisSink, read_jsonl
+from tests.helpers import wait_until, wait_until_sync
+from tests.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).with_name("redis_child.py")
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path / "redis", appendonly=True)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+# ---- helpers: processes, Redis state, files ----
+
+
+def start_producer(
+    srv: RedisServer, tmp: Path, rank: int, n: int, *, every: int = 0, pause: float = 0.0
+) -> subprocess.Popen[bytes]:
+    args = [sys.executable, str(CHILD), srv.url, "s", str(rank), str(n), "--every", str(every), "--pause", str(pause)]
+    err = open(tmp / f"producer{rank}.err", "wb")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
+
+
+def producer_stats(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    stats: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return stats
+
+
+def write_plan(tmp: Path) -> Path:
+    plan = tmp / "plan.toml"
+    plan.write_text(
+        f'[[sinks]]\ntemplate = "sinks.CsvSink"\nsettings = {{ path = "{(tmp / "out.csv").as_posix()}" }}\n'
+        f'[[sinks]]\ntemplate = "sinks.JsonlSink"\nsettings = {{ path = "{(tmp / "out.jsonl").as_posix()}" }}\n'
+    )
+    return plan
+
+
+def start_aggregator(srv: RedisServer, tmp: Path, tag: str) -> subprocess.Popen[bytes]:
+    args = [
+        *(sys.executable, "-m", "producers._cli", "aggregate", "--redis", srv.url, "--stream", "s"),
+        *("--plan", str(write_plan(tmp)), "--stats", str(tmp / f"stats-{tag}.json"), "--consumer", "agg"),
+    ]
+    err = open(tmp / f"aggregator-{tag}.err", "wb")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(args, cwd=ROOT, stderr=err)
+
+
+def stop_aggregator(proc: subprocess.Popen[bytes], tmp: Path, tag: str) -> dict[str, Any]:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, (tmp / f"aggregator-{tag}.err").read_text()
+    stats: dict[str, Any] = json.loads((tmp / f"stats-{tag}.json").read_text())
+    return stats
+
+
+def caught_up(srv: RedisServer, stream: str = "s", group: str = "metricbus") -> bool:
+    """Every entry of the stream delivered to the group and acknowledged."""
+    r = redis.from_url(srv.url)
+    try:
+        last = r.xinfo_stream(stream)["last-generated-id"]
+        info = next(g for g in r.xinfo_groups(stream) if g["name"] == group.encode())
+        return bool(info["pending"] == 0 and info["last-delivered-id"] == last)
+    except (redis.RedisError, StopIteration):
+        return False
+    finally:
+        r.close()
+
+
+def applied_entries(srv: RedisServer) -> int:
+    """Batches applied so far, as the aggregator recorded them in Redis."""
+    r = redis.from_url(srv.url)
+    try:
+        return sum(int(v) for v in r.hgetall("s:applied").values())
+    finally:
+        r.close()
+
+
+def on_disk(tmp: Path) -> tuple[Counter[tuple[str, int]], Counter[tuple[str, int]]]:
+    """(origin label, step) -> times seen, in the CSV and in the JSONL."""
+    with open(tmp / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    in_csv = Counter((row["origin"], int(row["step"])) for row in rows)
+    in_jsonl = Counter((e.origin.label, e.step) for e in read_jsonl(tmp / "out.jsonl"))
+    return in_csv, in_jsonl
+
+
+def expected(ranks: range, n: int) -> Counter[tuple[str, int]]:
+    return Counter((f"rank{r}", step) for r in ranks for step in range(n))
+
+
+# ---- in-process: the sink, the source, de-duplication, bad input ----
+
+
+@pytest.mark.anyio
+async def test_events_cross_with_origin_step_and_wall_time(server: RedisServer) -> None:
+    sent = [Scalar("loss", i / 10, i, wall_time=1000.0 + i, origin=Origin(site="a", rank=3)) for i in range(500)]
+    async with MetricBus() as bus:
+        name = bus.add_sink(RedisSink(server.url, stream="s"))
+        await bus.publish_many(sent)
+    assert bus.stats()[name].delivered == 500
+    memory = MemorySink()
+    source = RedisSource(server.url, stream="s")
+    async with MetricBus([memory]) as agg:
+        agg.add_producer(source)
+        await wait_until(lambda: len(memory.events) == 500 and source.stats().lag == 0)
+    assert memory.events == sent
+    assert source.stats().pending == 0
+
+
+@pytest.mark.anyio
+async def test_a_retried_batch_keeps_its_sequence_and_is_applied_once(server: RedisServer) -> None:
+    sink = RedisSink(server.url, stream="s", producer_id="p1")
+    batch = [Scalar("x", 1.0, 0), Scalar("x", 2.0, 1)]
+    await sink.open()
+    await sink.write_batch(batch)
+    await sink.write_batch(batch)  # the route retrying a batch whose first XADD landed
+    await sink.write_batch([Scalar("x", 3.0, 2)])
+    await sink.close()
+    memory = MemorySink()
+    source = RedisSource(server.url, stream="s")
+    async with MetricBus([memory]) as agg:
+        agg.add_producer(source)
+        await wait_until(lambda: source.stats().entries + source.stats().duplicates == 3)
+    assert [e.step for e in memory.events] == [0, 1, 2]
+    stats = source.stats()
+    assert stats.producers["p1"].duplicates == 1 and stats.producers["p1"].last_seq == 2
+    assert redis.from_url(server.url).hgetall("s:applied") == {b"p1": b"2"}
+
+
+@pytest.mark.anyio
+async def test_bad_entries_are_counted_acknowledged_and_skipped(server: RedisServer, caplog: Any) -> None:
+    r = redis.from_url(server.url)
+    good = encode_batch([Scalar("x", 1.0, 7)])
+    r.xadd("s", {"hello": "world"})  # not ours
+    r.xadd("s", {"mb": "1", "p": "p1", "s": 1, "d": good[:-3]})  # truncated
+    r.xadd("s", {"mb": "1", "p": "p1", "s": 2, "d": msgspec.msgpack.encode([{"kind": "nope", "x": 1}])})
+    r.xadd("s", {"mb": "1", "p": "p1", "s": 3, "d": good})
+    memory = MemorySink()
+    source = RedisSource(server.url, stream="s")
+    async with MetricBus([memory]) as agg:
+        agg.add_producer(source)
+        await wait_until(lambda: len(memory.events) == 1 and source.stats().pending == 0)
+    stats = source.stats()
+    assert stats.bad_entries == 3 and stats.producers["p1"].bad == 2 and stats.events == 1
+    assert "not a metricbus entry" in caplog.text and "payload of batch 1" in caplog.text
+    assert r.xpending("s", "metricbus")["pending"] == 0  # acknowledged: they never come back
+
+
+@pytest.mark.anyio
+async def test_password_urls_work_and_the_password_is_never_shown(tmp_path: Path) -> None:
+    srv = RedisServer(tmp_path / "auth", password="s3cret-pw")
+    srv.start()
+    try:
+        sink = RedisSink(srv.url, stream="s")
+        assert "s3cret-pw" not in sink.name and ":***@" in sink.name
+        async with MetricBus() as bus:
+            name = bus.add_sink(sink)
+            await bus.publish_many([Scalar("x", 1.0, i) for i in range(10)])
+        assert bus.stats()[name].delivered == 10
+        wrong = srv.url.replace("s3cret-pw", "wrong-pw")
+        async with MetricBus(raise_on_loss=False) as bus:
+            name = bus.add_sink(RedisSink(wrong, stream="s"), retry=_one_try())
+            await bus.publish(Scalar("x", 1.0, 0))
+        error = bus.stats()[name].last_error or ""
+        assert "wrong-pw" not in error and "XADD" in error
+        memory = MemorySink()
+        source = RedisSource(srv.url, stream="s")
+        async with MetricBus([memory]) as agg:
+            agg.add_producer(source)
+            await wait_until(lambda: len(memory.events) == 10)
+        assert "s3cret-pw" not in repr(source.stats()) and "s3cret-pw" not in source.name
+    finally:
+        srv.stop()
+
+
+def _one_try() -> Any:
+    from bus import RetryPolicy
+
+    return RetryPolicy(max_attempts=1)
+
+
+def test_bad_options_are_invalid_config() -> None:
+    with pytest.raises(InvalidConfig):
+        RedisSink("http://127.0.0.1:6379")
+    with pytest.raises(InvalidConfig):
+        RedisSink("redis://127.0.0.1:6379", maxlen=0)
+    with pytest.raises(InvalidConfig):
+        RedisSource("redis://127.0.0.1:6379", count=0)
+
+
+def test_origin_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("GROUP_RANK", "1")
+    assert origin_from_env() == Origin(node="node1", rank=5)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("GROUP_RANK")
+    assert origin_from_env(site="site-2") == Origin(site="site-2")
+
+
+def test_a_plan_can_name_a_redis_source(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[sinks]]\ntemplate = "sinks.MemorySink"\n'
+        '[[producers]]\ntemplate = "producers.RedisSource"\n'
+        'settings = { url = "redis://:pw@127.0.0.1:1/0", stream = "runs" }\n'
+    )
+    (source,) = load_plan(plan).producers
+    assert isinstance(source, RedisSource) and source.stream == "runs"
+    plan.write_text('[[producers]]\ntemplate = "producers.RedisSource"\nsettings = { url = "http://x" }\n')
+    with pytest.raises(InvalidConfig, match=r"producers\[0\]"):
+        load_plan(plan)
+
+
+# ---- real processes: producers, the aggregate service ----
+
+
+def test_n_producers_into_one_aggregator_exactly_once(server: RedisServer, tmp_path: Path) -> None:
+    n, ranks = 20_000, range(4)
+    aggregator = start_aggregator(server, tmp_path, "a")
+    producers = [start_producer(server, tmp_path, rank, n) for rank in ranks]
+    sent = [producer_stats(p) for p in producers]
+    wait_until_sync(lambda: caught_up(server), timeout=30)
+    stats = stop_aggregator(aggregator, tmp_path, "a")
+    in_csv, in_jsonl = on_disk(tmp_path)
+    assert in_csv == expected(ranks, n) and in_jsonl == expected(ranks, n)
+    # counters balance end to end: published on the producers = delivered at the aggregator + dropped
+    published = sum(s["published"] for s in sent)
+    dropped = sum(sum(s["dropped"].values()) for s in sent)
+    (source,) = stats["sources"]
+    assert published == source["events"] + dropped == 4 * n and dropped == 0
+    assert all(s["delivered"] == 4 * n and s["dropped"] == {} for s in stats["sinks"].values())
+
+
+def test_aggregator_killed_and_restarted_loses_nothing(server: RedisServer, tmp_path: Path) -> None:
+    n, ranks = 20_000, range(3)
+    producers = [start_producer(server, tmp_path, rank, n, every=500, pause=0.05) for rank in ranks]
+    first = start_aggregator(server, tmp_path, "a")
+    wait_until_sync(lambda: applied_entries(server) >= 20, timeout=20)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = start_aggregator(server, tmp_path, "b")
+    for p in producers:
+        producer_stats(p)
+    wait_until_sync(lambda: caught_up(server), timeout=30)
+    (source,) = stop_aggregator(second, tmp_path, "b")["sources"]
+    in_csv, in_jsonl = on_disk(tmp_path)
+    for seen in (in_csv, in_jsonl):
+        assert set(seen) == set(expected(ranks, n))  # 0 lost
+        twice = sum(c - 1 for c in seen.values())
+        assert twice <= source["recovered_events"]  # duplicates: only what was written, not acknowledged
+
+
+def test_graceful_restart_writes_nothing_twice(server: RedisServer, tmp_path: Path) -> None:
+    n, ranks = 20_000, range(3)
+    producers = [start_producer(server, tmp_path, rank, n, every=500, pause=0.05) for rank in ranks]
+    first = start_aggregator(server, tmp_path, "a")
+    wait_until_sync(lambda: applied_entries(server) >= 20, timeout=20)
+    stop_aggregator(first, tmp_path, "a")
+    second = start_aggregator(server, tmp_path, "b")
+    for p in producers:
+        producer_stats(p)
+    wait_until_sync(lambda: caught_up(server), timeout=30)
+    (source,) = stop_aggregator(second, tmp_path, "b")["sources"]
+    in_csv, in_jsonl = on_disk(tmp_path)
+    assert in_csv == expected(ranks, n) and in_jsonl == expected(ranks, n)
+    assert source["recovered_entries"] == 0
+
+
+def test_redis_restarted_mid_run_loses_nothing(server: RedisServer, tmp_path: Path) -> None:
+    n, ranks = 20_000, range(3)
+    aggregator = start_aggregator(server, tmp_path, "a")
+    producers = [start_producer(server, tmp_path, rank, n, every=500, pause=0.05) for rank in ranks]
+    wait_until_sync(lambda: applied_entries(server) >= 10, timeout=20)
+    server.stop()  # SIGTERM: with appendonly yes, what it acknowledged is on disk
+    errs = [tmp_path / f"producer{rank}.err" for rank in ranks]
+    wait_until_sync(lambda: all("failed (attempt" in e.read_text() for e in errs), timeout=20)
+    server.start()
+    sent = [producer_stats(p) for p in producers]
+    wait_until_sync(lambda: caught_up(server), timeout=30)
+    (source,) = stop_aggregator(aggregator, tmp_path, "a")["sources"]
+    in_csv, in_jsonl = on_disk(tmp_path)
+    assert in_csv == expected(ranks, n) and in_jsonl == expected(ranks, n)
+    assert all(s["delivered"] == n and s["restarts"] >= 1 for s in sent)
+    assert source["reconnects"] >= 1
+
+
+@pytest.mark.anyio
+async def test_a_killed_producer_shows_in_the_stats_and_the_others_finish(server: RedisServer, tmp_path: Path) -> None:
+    n, ranks = 10_000, range(3)
+    producers = [start_producer(server, tmp_path, rank, n, every=250, pause=0.05) for rank in ranks]
+    memory = MemorySink()
+    source = RedisSource(server.url, stream="s")
+    async with MetricBus([memory]) as agg:
+        agg.add_producer(source)
+        await wait_until(lambda: len(source.stats().producers) == 3 and source.stats().events > 1_000, within=20)
+        os.kill(producers[0].pid, signal.SIGKILL)
+        producers[0].wait(10)
+        for p in producers[1:]:
+            await wait_until(lambda p=p: p.poll() is not None, within=30)  # type: ignore[misc]
+        await wait_until(lambda: caught_up(server), within=20)
+        stats = source.stats()
+    by_rank = Counter(e.origin.rank for e in memory.events)
+    assert by_rank[1] == by_rank[2] == n and by_rank[0] < n
+    progress = sorted(stats.producers.values(), key=lambda p: p.events)
+    assert progress[0].events == by_rank[0] and [p.events for p in progress[1:]] == [n, n]
+    assert progress[0].idle > 0
+
+
+@pytest.mark.anyio
+async def test_pending_entries_of_a_dead_consumer_are_taken_over(server: RedisServer) -> None:
+    """What a killed aggregator leaves: entries read, not acknowledged (seq 2 also applied)."""
+    r = redis.from_url(server.url)
+    r.xgroup_create("s", "metricbus", id="0", mkstream=True)
+    for seq in (1, 2, 3):
+        r.xadd("s", {"mb": "1", "p": "p1", "s": seq, "d": encode_batch([Scalar("x", 1.0, seq)])})
+    assert len(r.xreadgroup("metricbus", "dead", {"s": ">"})[0][1]) == 3  # now pending with "dead"
+    r.hset("s:applied", "p1", 2)  # it had applied 1 and 2 (the XACK + HSET of 1-2 went through, say)
+    r.xack("s", "metricbus", *[e[0] for e in r.xrange("s", count=1)])  # and acknowledged 1
+    memory = MemorySink()
+    source = RedisSource(server.url, stream="s", consumer="new")
+    async with MetricBus([memory]) as agg:
+        agg.add_producer(source)
+        await wait_until(lambda: source.stats().pending == 0 and len(memory.events) == 1)
+    stats = source.stats()
+    assert [e.step for e in memory.events] == [3]
+    assert stats.duplicates == 1 and stats.recovered_entries == 1 and stats.recovered_events == 1
