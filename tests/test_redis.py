@@ -353,3 +353,39 @@ async def test_pending_entries_of_a_dead_consumer_are_taken_over(server: RedisSe
     stats = source.stats()
     assert [e.step for e in memory.events] == [3]
     assert stats.duplicates == 1 and stats.recovered_entries == 1 and stats.recovered_events == 1
+
+
+# ---- the README's two-terminal example, as written (only the server's address differs) ----
+
+
+def test_the_readmes_two_terminal_example_runs_as_written(server: RedisServer, tmp_path: Path) -> None:
+    section = (ROOT / "README.md").read_text().split("## Many processes and machines", 1)[1].split("\n## ", 1)[0]
+    plan = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    script = section.split("```python redis\n", 1)[1].split("```", 1)[0]
+    readme_url = "redis://127.0.0.1:6379/0"
+    assert readme_url in script
+    (tmp_path / "plan.toml").write_text(plan)
+    (tmp_path / "train.py").write_text(script.replace(readme_url, server.url))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    aggregator = subprocess.Popen(
+        [sys.executable, "-m", "producers._cli", "aggregate", "--redis", server.url, "--stream", "metricbus"]
+        + ["--plan", "plan.toml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        train = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+        assert train.returncode == 0, train.stderr.decode()[-2_000:]
+        wait_until_sync(lambda: caught_up(server, stream="metricbus"), timeout=30)
+    finally:
+        aggregator.send_signal(signal.SIGTERM)
+        out, err = aggregator.communicate(timeout=30)
+    assert aggregator.returncode == 0, err.decode()[-2_000:]
+    with open(tmp_path / "runs/agg/metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(30_000))  # every step once, in order
+    assert rows[9]["name"] == "train/loss" and float(rows[9]["value"]) == 1.0 / 10
+    assert len(read_jsonl(tmp_path / "runs/agg/metrics.jsonl")) == 30_000
+    assert b"30,000" in err  # the progress line (stderr) shows the producer's count
