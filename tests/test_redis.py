@@ -367,9 +367,9 @@ def test_the_readmes_two_terminal_example_runs_as_written(server: RedisServer, t
     (tmp_path / "plan.toml").write_text(plan)
     (tmp_path / "train.py").write_text(script.replace(readme_url, server.url))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = ["aggregate", "--redis", server.url, "--stream", "metricbus", "--plan", "plan.toml"]
     aggregator = subprocess.Popen(
-        [sys.executable, "-m", "producers._cli", "aggregate", "--redis", server.url, "--stream", "metricbus"]
-        + ["--plan", "plan.toml"],
+        [sys.executable, "-m", "producers._cli", *command],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -381,7 +381,7 @@ def test_the_readmes_two_terminal_example_runs_as_written(server: RedisServer, t
         wait_until_sync(lambda: caught_up(server, stream="metricbus"), timeout=30)
     finally:
         aggregator.send_signal(signal.SIGTERM)
-        out, err = aggregator.communicate(timeout=30)
+        _, err = aggregator.communicate(timeout=30)
     assert aggregator.returncode == 0, err.decode()[-2_000:]
     with open(tmp_path / "runs/agg/metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
