@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._events import DEFAULT_ORIGIN, EVENT_TYPES, Context, Event, Histogram, Hparams, Metrics, Origin, Scalar, Text
 from ._process import ProcessSink
+from ._rate import RateLimit
 from ._sink import Sink
 from ._stats import DropReason, SinkState, SinkStats
 
@@ -44,6 +45,7 @@ __all__ = [
     "Metrics",
     "Origin",
     "ProcessSink",
+    "RateLimit",
     "RetryPolicy",
     "Scalar",
     "Sink",

@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 from ._config import RetryPolicy, SinkConfig, WhenFull
 from ._errors import BusClosed, BusFull, BusStateError, DeliveryError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
 from ._events import EVENT_TYPES, Event
+from ._rate import RateLimit
 from ._route import Route
 from ._sink import Sink
 from ._stats import DropReason, SinkState, SinkStats
@@ -139,6 +140,7 @@ class MetricBus:
         when_full: WhenFull = "block",
         retry: RetryPolicy | None = None,
         call_timeout: float = 120.0,
+        rate: RateLimit | Literal["none"] | None = None,
         config: SinkConfig | None = None,
         isolate: Literal["none", "process"] | None = None,
     ) -> str:
@@ -146,6 +148,8 @@ class MetricBus:
 
         Pass either the individual settings or a ready `SinkConfig`. `isolate="process"` runs the
         sink in a worker process (see `ProcessSink`); the default is the sink's own `isolation`.
+        `rate` (a `RateLimit`) gives this sink fewer, reduced rows; the default is the sink's own
+        `rate`, and "none" turns that off.
         Sinks added while the bus is open start receiving events published from then on.
         """
         if self._state in (BusState.CLOSING, BusState.CLOSED):
@@ -160,6 +164,7 @@ class MetricBus:
                 when_full=when_full,
                 retry=retry if retry is not None else RetryPolicy(),
                 call_timeout=call_timeout,
+                rate=sink.rate if rate is None else None if rate == "none" else rate,
             )
         name = name if name is not None else sink.name
         for route in self._routes:

@@ -11,6 +11,7 @@ from typing import Literal, get_args
 import msgspec
 
 from ._errors import InvalidConfig
+from ._rate import RateLimit
 
 __all__ = ["RetryPolicy", "SinkConfig", "WhenFull"]
 
@@ -47,6 +48,7 @@ class SinkConfig(msgspec.Struct, frozen=True):
     max_batch:    most events handed to one `write_batch` call.
     max_interval: seconds an event may wait for a batch to fill before it is written anyway.
     when_full:    "block" (lossless; publishers wait), "drop_oldest", or "drop_newest".
+    rate:         a `RateLimit`: fewer, reduced rows for this sink (None: every event).
     call_timeout: seconds one call of the sink (open, write_batch, flush, close) may take; past
                   it the sink is failed as hung, its events counted, and the bus moves on.
     """
@@ -57,6 +59,7 @@ class SinkConfig(msgspec.Struct, frozen=True):
     when_full: WhenFull = "block"
     retry: RetryPolicy = RetryPolicy()
     call_timeout: float = 120.0
+    rate: RateLimit | None = None
 
     def __post_init__(self) -> None:
         if self.when_full not in get_args(WhenFull):

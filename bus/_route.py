@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from ._config import SinkConfig
 from ._errors import InvalidSinkResult
 from ._events import Event
 from ._process import ProcessSink
+from ._rate import Reducer
 from ._sink import Sink
 from ._sink_thread import SinkThread
 from ._stats import DropReason, SinkState, SinkStats
@@ -47,6 +49,7 @@ class Route:
         self.config = config
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
+        self.reducer = Reducer(config.rate) if config.rate is not None else None
         self.capacity = config.capacity
         self.accepting = True  # False once failed or finished: publishers never wait for it
         self.buf: deque[Event] = deque()
@@ -90,6 +93,16 @@ class Route:
         if self.state is SinkState.FAILED:
             self._drop(DropReason.SINK_FAILED, 1)
             return
+        if self.reducer is not None:
+            idle = not self.reducer.held
+            for row in self.reducer.add(event):
+                self._put(row)
+            if idle and self.reducer.held:
+                self._wake()  # a time window opened: the route's sleep must end with it
+            return
+        self._put(event)
+
+    def _put(self, event: Event) -> None:
         buf = self.buf
         if len(buf) >= self.capacity:
             if self.config.when_full == "drop_newest":
@@ -108,6 +121,12 @@ class Route:
         if self.state is SinkState.FAILED:
             self._drop(DropReason.SINK_FAILED, n)
             return
+        if self.reducer is not None:
+            idle, add = not self.reducer.held, self.reducer.add
+            events = [row for event in events for row in add(event)]
+            n = len(events)
+            if idle and self.reducer.held:
+                self._wake()
         buf = self.buf
         overflow = len(buf) + n - self.capacity
         if overflow > 0:
@@ -152,7 +171,7 @@ class Route:
 
     def abandon(self, timeout: float) -> None:
         """Shutdown gave up on this sink: it is failed, and what it never got is counted."""
-        lost = len(self.buf) + self.in_flight
+        lost = len(self.buf) + self.in_flight + self._clear_rows()
         self.buf.clear()
         self.in_flight = 0
         if lost:
@@ -169,13 +188,25 @@ class Route:
             published=self.published,
             delivered=self.delivered,
             dropped=dict(self.dropped),
-            queued=len(self.buf),
+            queued=len(self.buf) + (self.reducer.held if self.reducer is not None else 0),
             in_flight=self.in_flight,
             batches=self.batches,
             failed_attempts=self.failed_attempts,
             last_error=self.last_error,
             restarts=self.sink.restarts,
+            reduced=self.reducer.reduced if self.reducer is not None else 0,
         )
+
+    def _clear_rows(self) -> int:
+        return self.reducer.clear() if self.reducer is not None else 0
+
+    def _release_rows(self) -> None:
+        """Move the reducer's finished rows into the buffer: every row when a flush or the close
+        wants them, else those whose time window has passed."""
+        assert self.reducer is not None
+        rows = self.reducer.drain() if self.closing or self._flush_waiters else self.reducer.expired(time.time())
+        if rows:
+            self.buf.extend(rows)
 
     def _drop(self, reason: DropReason, n: int) -> None:
         self.dropped[reason.value] = self.dropped.get(reason.value, 0) + n
@@ -211,6 +242,8 @@ class Route:
     async def _pump(self) -> None:
         config = self.config
         while True:
+            if self.reducer is not None:
+                self._release_rows()
             buf = self.buf
             if not buf:
                 if self._flush_waiters:
@@ -218,16 +251,25 @@ class Route:
                 elif self.closing:
                     return
                 else:
-                    await self._wait(1, _NEVER)
+                    await self._wait(1, self._patience())
                 continue
             if len(buf) < config.max_batch and not (self.closing or self._flush_waiters):
-                await self._wait(config.max_batch, config.max_interval)
+                await self._wait(config.max_batch, min(config.max_interval, self._patience()))
+                if self.reducer is not None:
+                    self._release_rows()
             take = min(len(buf), config.max_batch)
             pop = buf.popleft
             batch = [pop() for _ in range(take)]
             self.in_flight = take
             self._release_space()
             await self._write(batch)
+
+    def _patience(self) -> float:
+        """How long the route may sleep: until the reducer's open time windows end, if any."""
+        reducer = self.reducer
+        if reducer is None or not reducer.held or reducer.limit.per_second is None:
+            return _NEVER
+        return 1.0 / reducer.limit.per_second
 
     async def _wait(self, threshold: int, patience: float) -> None:
         if len(self.buf) >= threshold or self.closing or self._flush_waiters:
@@ -348,7 +390,7 @@ class Route:
         raise _Failed(hung=False)
 
     def _fail(self) -> None:
-        lost = len(self.buf) + self.in_flight
+        lost = len(self.buf) + self.in_flight + self._clear_rows()
         log.error("sink %r failed: %s; %d queued events dropped", self.name, self.last_error, lost)
         self.state = SinkState.FAILED
         self.accepting = False

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from ._events import Event
+from ._rate import RateLimit
 
 __all__ = ["Sink"]
 
@@ -33,6 +34,10 @@ class Sink(ABC):
     #: (much Python per event) choose "process" so their work does not take the training
     #: process's GIL; such a sink must be picklable before `open`.
     isolation: ClassVar[Literal["none", "process"]] = "none"
+
+    #: The sink's own default rate limit (W&B wants fewer rows than TensorBoard); None: every
+    #: event. `add_sink(rate=...)` overrides it.
+    rate: ClassVar[RateLimit | None] = None
 
     #: How many times the sink restarted what it writes through (a worker process, a connection);
     #: shown in `SinkStats.restarts`.

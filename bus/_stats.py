@@ -29,7 +29,8 @@ class DropReason(str, Enum):
 
 
 class SinkStats(msgspec.Struct, frozen=True):
-    """One sink's counters at one moment. Always: published == delivered + dropped + queued + in_flight."""
+    """One sink's counters at one moment. Always:
+    published == delivered + dropped + reduced + queued + in_flight."""
 
     name: str
     state: SinkState
@@ -42,6 +43,7 @@ class SinkStats(msgspec.Struct, frozen=True):
     failed_attempts: int
     last_error: str | None = None
     restarts: int = 0  # the sink restarted its backend (a worker process, a connection)
+    reduced: int = 0  # folded by the sink's rate limit into another event's row (not lost)
 
     @property
     def dropped_total(self) -> int:
@@ -50,4 +52,4 @@ class SinkStats(msgspec.Struct, frozen=True):
     @property
     def balanced(self) -> bool:
         """True when every published event is accounted for."""
-        return self.published == self.delivered + self.dropped_total + self.queued + self.in_flight
+        return self.published == self.delivered + self.dropped_total + self.reduced + self.queued + self.in_flight

@@ -1,0 +1,101 @@
+"""Per-sink rate control: a sink that wants fewer rows gets reduced ones; the others every event."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from bus import InvalidConfig, MetricBus, Metrics, Origin, RateLimit, Scalar, Text
+from sinks import MemorySink
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0
+
+
+def rows(sink: MemorySink) -> list[tuple[int, dict[str, float]]]:
+    return [(e.step, dict(e.values)) for e in sink.events if type(e) is Metrics]
+
+
+async def test_every_k_steps_one_row_per_window_with_the_mean_and_the_other_sink_gets_every_step() -> None:
+    every, reduced = MemorySink("all"), MemorySink("reduced")
+    async with MetricBus() as bus:
+        bus.add_sink(every)
+        bus.add_sink(reduced, rate=RateLimit(every=10, reduce="mean"))
+        for step in range(100):
+            await bus.publish(Metrics({"loss": float(step), "acc": 2.0 * step}, step, wall_time=T0 + step))
+    assert len(every.events) == 100
+    expected = [(s + 9, {"loss": s + 4.5, "acc": 2 * s + 9.0}) for s in range(0, 100, 10)]
+    assert rows(reduced) == expected
+    stats = bus.stats()["reduced"]
+    assert stats.delivered == 10 and stats.reduced == 90 and stats.dropped == {} and stats.balanced
+
+
+@pytest.mark.parametrize(("reduce", "pick"), [("last", lambda xs: xs[-1]), ("min", min), ("max", max)])
+async def test_per_second_windows_of_wall_time_reduce_each_metric(reduce: str, pick: object) -> None:
+    sink = MemorySink()
+    values = [math.sin(i) for i in range(1_000)]
+    async with MetricBus() as bus:
+        bus.add_sink(sink, rate=RateLimit(per_second=10, reduce=reduce))  # type: ignore[arg-type]
+        for i, v in enumerate(values):  # 1,000 steps at 1 kHz: one second of training
+            await bus.publish(Scalar("x", v, step=i, wall_time=T0 + (i + 0.5) / 1_000))
+    got = rows(sink)
+    assert len(got) == 10 and [step for step, _ in got] == [i * 100 + 99 for i in range(10)]
+    for n, (_, row) in enumerate(got):
+        assert row["x"] == pick(values[n * 100 : (n + 1) * 100])  # type: ignore[operator]
+    assert bus.stats()["memory"].reduced == 990
+
+
+async def test_origins_are_reduced_apart_other_kinds_pass_and_flush_releases_the_open_rows() -> None:
+    sink = MemorySink()
+    async with MetricBus() as bus:
+        bus.add_sink(sink, rate=RateLimit(every=1_000))
+        for step in range(5):
+            for site in ("a", "b"):
+                await bus.publish(Scalar("loss", float(step), step, wall_time=T0, origin=Origin(site=site)))
+        await bus.publish(Text("note", "kept as is", 4, wall_time=T0))
+        await bus.flush()  # the windows are still open: a flush writes them out
+        by_site = {e.origin.site: (e.step, e.values) for e in sink.events if type(e) is Metrics}
+        assert by_site == {"a": (4, {"loss": 4.0}), "b": (4, {"loss": 4.0})}
+        assert [e.text for e in sink.events if type(e) is Text] == ["kept as is"]
+        stats = bus.stats()["memory"]
+        assert stats.reduced == 8 and stats.delivered == 3 and stats.balanced
+
+
+async def test_an_open_time_window_is_written_once_it_ends_without_a_flush() -> None:
+    sink = MemorySink()
+    async with MetricBus() as bus:
+        bus.add_sink(sink, rate=RateLimit(per_second=20), max_interval=0.05)
+        await bus.publish(Scalar("x", 1.0, step=0))  # wall time now: its window ends within 50 ms
+        await wait_until(lambda: len(sink.events) == 1)
+        assert time.time() - sink.events[0].wall_time < 5
+    assert bus.stats()["memory"].delivered == 1
+
+
+async def test_nan_is_kept_by_the_mean_and_skipped_by_min_and_max_unless_alone() -> None:
+    results = {}
+    for reduce in ("mean", "min", "max"):
+        sink = MemorySink(reduce)
+        async with MetricBus() as bus:
+            bus.add_sink(sink, rate=RateLimit(every=3, reduce=reduce))  # type: ignore[arg-type]
+            for step, v in enumerate([1.0, math.nan, 3.0, math.nan, math.nan, math.nan]):
+                await bus.publish(Scalar("x", v, step, wall_time=T0))
+        results[reduce] = [row["x"] for _, row in rows(sink)]
+    assert math.isnan(results["mean"][0]) and math.isnan(results["mean"][1])
+    assert results["min"][0] == 1.0 and results["max"][0] == 3.0
+    assert math.isnan(results["min"][1]) and math.isnan(results["max"][1])
+
+
+def test_a_rate_limit_takes_exactly_one_window_kind() -> None:
+    for bad in (
+        {},
+        {"per_second": 1.0, "every": 2},
+        {"per_second": 0.0},
+        {"every": 0},
+        {"every": 1, "reduce": "median"},
+    ):
+        with pytest.raises(InvalidConfig):
+            RateLimit(**bad)  # type: ignore[arg-type]
