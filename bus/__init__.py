@@ -23,6 +23,7 @@ from ._events import DEFAULT_ORIGIN, EVENT_TYPES, Context, Event, Histogram, Hpa
 from ._process import ProcessSink
 from ._rate import RateLimit
 from ._sink import Sink
+from ._spool import read_spool
 from ._stats import DropReason, SinkState, SinkStats
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "WhenFull",
     "WorkerDied",
     "WorkerError",
+    "read_spool",
 ]

@@ -124,7 +124,9 @@ class MetricBus:
             if s.state is SinkState.FAILED or any(reason != DropReason.FULL.value for reason in s.dropped)
         ]
         if bad:
-            lines = [f"{s.name}: {s.state.value}, dropped {s.dropped}, last error: {s.last_error}" for s in bad]
+            lines = [
+                f"{s.name}: {s.state.value}, dropped {s.dropped}, last error: {s.last_error}{_saved(s)}" for s in bad
+            ]
             raise DeliveryError("some sinks did not receive every event:\n  " + "\n  ".join(lines), stats)
 
     # ---- sinks ----
@@ -141,6 +143,7 @@ class MetricBus:
         retry: RetryPolicy | None = None,
         call_timeout: float = 120.0,
         rate: RateLimit | Literal["none"] | None = None,
+        spool_dir: str | None = None,
         config: SinkConfig | None = None,
         isolate: Literal["none", "process"] | None = None,
     ) -> str:
@@ -165,6 +168,7 @@ class MetricBus:
                 retry=retry if retry is not None else RetryPolicy(),
                 call_timeout=call_timeout,
                 rate=sink.rate if rate is None else None if rate == "none" else rate,
+                spool_dir=None if spool_dir is None else str(spool_dir),
             )
         name = name if name is not None else sink.name
         for route in self._routes:
@@ -326,6 +330,12 @@ class MetricBus:
                     s = stats[route.name]
                     stats[route.name] = msgspec.structs.replace(s, published=s.published + n, queued=s.queued + n)
         return stats
+
+
+def _saved(stats: SinkStats) -> str:
+    if stats.saved_to is None:
+        return ""
+    return f"; what it missed is saved in {stats.saved_to} (metricbus replay {stats.saved_to} --to ...)"
 
 
 def _accepted(events: Sequence[Event], route: Route) -> Sequence[Event]:

@@ -15,7 +15,7 @@ from ._rate import RateLimit
 
 __all__ = ["RetryPolicy", "SinkConfig", "WhenFull"]
 
-WhenFull = Literal["block", "drop_oldest", "drop_newest"]
+WhenFull = Literal["block", "drop_oldest", "drop_newest", "spill"]
 
 
 class RetryPolicy(msgspec.Struct, frozen=True):
@@ -47,7 +47,11 @@ class SinkConfig(msgspec.Struct, frozen=True):
                   pauses for 0.5 s needs 5,000.
     max_batch:    most events handed to one `write_batch` call.
     max_interval: seconds an event may wait for a batch to fill before it is written anyway.
-    when_full:    "block" (lossless; publishers wait), "drop_oldest", or "drop_newest".
+    when_full:    "block" (lossless; publishers wait), "drop_oldest", "drop_newest", or "spill"
+                  (lossless, publishers never wait: the overflow goes to an on-disk spool in
+                  `spool_dir`, at most `spool_limit` bytes, and back to the sink in order).
+    spool_dir:    the sink's spool directory (default metricbus-spool/<sink name>); also where
+                  what a failed or abandoned sink missed is saved, for `metricbus replay`.
     rate:         a `RateLimit`: fewer, reduced rows for this sink (None: every event).
     call_timeout: seconds one call of the sink (open, write_batch, flush, close) may take; past
                   it the sink is failed as hung, its events counted, and the bus moves on.
@@ -60,6 +64,8 @@ class SinkConfig(msgspec.Struct, frozen=True):
     retry: RetryPolicy = RetryPolicy()
     call_timeout: float = 120.0
     rate: RateLimit | None = None
+    spool_dir: str | None = None
+    spool_limit: int = 1 << 30
 
     def __post_init__(self) -> None:
         if self.when_full not in get_args(WhenFull):
@@ -70,5 +76,7 @@ class SinkConfig(msgspec.Struct, frozen=True):
             raise InvalidConfig(f"max_batch must be an int >= 1, got {self.max_batch!r}")
         if not (self.max_interval > 0 and math.isfinite(self.max_interval)):
             raise InvalidConfig(f"max_interval must be a positive number of seconds, got {self.max_interval!r}")
+        if not isinstance(self.spool_limit, int) or self.spool_limit < 1:
+            raise InvalidConfig(f"spool_limit must be an int >= 1 (bytes), got {self.spool_limit!r}")
         if not (self.call_timeout > 0 and math.isfinite(self.call_timeout)):
             raise InvalidConfig(f"call_timeout must be a positive number of seconds, got {self.call_timeout!r}")

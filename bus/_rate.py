@@ -10,6 +10,7 @@ true curve while the other sinks get every step. Every event folded into a row i
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,6 +50,7 @@ class _Window:
     running reduction (mean keeps a sum and a count)."""
 
     key: float
+    opened: float  # time.monotonic() when the window's first event arrived
     step: int
     wall_time: float
     context: Context | None
@@ -81,11 +83,14 @@ class Reducer:
             case _:
                 return [event]
 
-    def expired(self, now: float) -> list[Event]:
-        """Rows of time windows that ended before `now` (wall time)."""
+    def expired(self) -> list[Event]:
+        """Rows of time windows open for a whole window's length: events are keyed by their own
+        wall time, but a row is released by the clock, so replayed old events are reduced the
+        same way and a service never gets more than `per_second` rows per origin."""
         if not self._width:
             return []
-        done = [origin for origin, w in self._open.items() if (w.key + 1) * self._width <= now]  # window ended
+        now = time.monotonic()
+        done = [origin for origin, w in self._open.items() if now - w.opened >= self._width]
         return [self._close(origin) for origin in done]
 
     def drain(self) -> list[Event]:
@@ -108,7 +113,7 @@ class Reducer:
             out.append(self._close(origin))
             window = None
         if window is None:
-            window = self._open[origin] = _Window(key, event.step, event.wall_time, event.context)
+            window = self._open[origin] = _Window(key, time.monotonic(), event.step, event.wall_time, event.context)
         else:
             self.reduced += 1
             window.step, window.wall_time, window.context = event.step, event.wall_time, event.context

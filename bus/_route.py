@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -24,11 +25,17 @@ from ._process import ProcessSink
 from ._rate import Reducer
 from ._sink import Sink
 from ._sink_thread import SinkThread
+from ._spool import Spool, write_segment
 from ._stats import DropReason, SinkState, SinkStats
 
 log = logging.getLogger("metricbus")
 
 _NEVER = math.inf
+
+
+def _safe(name: str) -> str:
+    """A sink name as one directory name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sink"
 
 
 class _Failed(Exception):
@@ -50,14 +57,20 @@ class Route:
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
         self.reducer = Reducer(config.rate) if config.rate is not None else None
+        self.spool_dir = Path(config.spool_dir) if config.spool_dir else Path("metricbus-spool") / _safe(name)
+        self.saved_to: Path | None = None  # where what the sink missed was saved, if it failed
+        self.spool: Spool | None = None
+        if config.when_full == "spill":
+            self.spool = Spool(self.spool_dir, limit_bytes=config.spool_limit)
+            self.spool.open()  # a previous run's spill: delivered first, counted as published here
         self.capacity = config.capacity
         self.accepting = True  # False once failed or finished: publishers never wait for it
         self.buf: deque[Event] = deque()
         self.state = SinkState.PENDING
-        self.published = 0
+        self.published = self.spool.count if self.spool is not None else 0
         self.delivered = 0
         self.dropped: dict[str, int] = {}
-        self.in_flight = 0
+        self._unsent: list[Event] = []  # the events handed to the sink and not settled yet
         self.batches = 0
         self.failed_attempts = 0
         self.last_error: str | None = None
@@ -104,6 +117,11 @@ class Route:
 
     def _put(self, event: Event) -> None:
         buf = self.buf
+        spool = self.spool
+        if spool is not None and (spool.count or len(buf) >= self.capacity):  # spill, in order
+            if not spool.append(event):
+                self._drop(DropReason.SPOOL_FULL, 1)
+            return
         if len(buf) >= self.capacity:
             if self.config.when_full == "drop_newest":
                 self._drop(DropReason.FULL, 1)
@@ -127,6 +145,12 @@ class Route:
             n = len(events)
             if idle and self.reducer.held:
                 self._wake()
+        if self.spool is not None:
+            for event in events:
+                self._put(event)
+            if len(self.buf) >= self._wake_at:
+                self._wake()
+            return
         buf = self.buf
         overflow = len(buf) + n - self.capacity
         if overflow > 0:
@@ -170,14 +194,11 @@ class Route:
         self._wake()
 
     def abandon(self, timeout: float) -> None:
-        """Shutdown gave up on this sink: it is failed, and what it never got is counted."""
-        lost = len(self.buf) + self.in_flight + self._clear_rows()
-        self.buf.clear()
-        self.in_flight = 0
-        if lost:
-            self._drop(DropReason.SHUTDOWN_TIMEOUT, lost)
+        """Shutdown gave up on this sink: it is failed, and what it never got is counted (and
+        saved to its spool directory)."""
         doing = f"{self._calling} did not return" if self._calling else "did not finish"
         self.last_error = f"{doing} within the shutdown timeout ({timeout}s)"
+        self._lose(DropReason.SHUTDOWN_TIMEOUT)
         self.state = SinkState.FAILED
         self._finish()
 
@@ -188,23 +209,60 @@ class Route:
             published=self.published,
             delivered=self.delivered,
             dropped=dict(self.dropped),
-            queued=len(self.buf) + (self.reducer.held if self.reducer is not None else 0),
+            queued=len(self.buf)
+            + (self.reducer.held if self.reducer is not None else 0)
+            + (self.spool.count if self.spool is not None else 0),
             in_flight=self.in_flight,
             batches=self.batches,
             failed_attempts=self.failed_attempts,
             last_error=self.last_error,
             restarts=self.sink.restarts,
             reduced=self.reducer.reduced if self.reducer is not None else 0,
+            saved_to=None if self.saved_to is None else str(self.saved_to),
         )
 
-    def _clear_rows(self) -> int:
-        return self.reducer.clear() if self.reducer is not None else 0
+    @property
+    def in_flight(self) -> int:
+        return len(self._unsent)
+
+    def _lose(self, reason: DropReason) -> int:
+        """The sink will get nothing more: count every event it did not get (handed over and
+        unsettled, buffered, in open rate-limit rows, spooled), and save them to its spool
+        directory for `metricbus replay`. Returns how many."""
+        unsent = [*self._unsent, *self.buf, *(self.reducer.drain() if self.reducer is not None else [])]
+        self._unsent = []
+        self.buf.clear()
+        lost = len(unsent) + (self.spool.count if self.spool is not None else 0)
+        if lost:
+            self._drop(reason, lost)
+            where = self._save(unsent)
+            if where is not None:
+                self.saved_to = where
+        return lost
+
+    def _save(self, unsent: list[Event]) -> Path | None:
+        """Write what the sink missed to its spool directory, oldest first; None if it cannot."""
+        try:
+            if self.spool is not None:
+                self.spool.close()
+            if unsent:
+                write_segment(self.spool_dir, unsent, first=True)
+        except OSError as exc:
+            log.error("sink %r: could not save the events it missed to %s: %r", self.name, self.spool_dir, exc)
+            return None
+        log.error(
+            "sink %r: the events it missed are saved in %s; replay them with: metricbus replay %s --to ...",
+            self.name,
+            self.spool_dir,
+            self.spool_dir,
+        )
+        return self.spool_dir
 
     def _release_rows(self) -> None:
         """Move the reducer's finished rows into the buffer: every row when a flush or the close
         wants them, else those whose time window has passed."""
         assert self.reducer is not None
-        rows = self.reducer.drain() if self.closing or self._flush_waiters else self.reducer.expired(time.time())
+        rows = self.reducer.drain() if self.closing or self._flush_waiters else self.reducer.expired()
         if rows:
             self.buf.extend(rows)
 
@@ -244,6 +302,8 @@ class Route:
         while True:
             if self.reducer is not None:
                 self._release_rows()
+            if self.spool is not None and self.spool.count and len(self.buf) < self.capacity:
+                self.buf.extend(self.spool.take(self.capacity - len(self.buf)))
             buf = self.buf
             if not buf:
                 if self._flush_waiters:
@@ -260,7 +320,7 @@ class Route:
             take = min(len(buf), config.max_batch)
             pop = buf.popleft
             batch = [pop() for _ in range(take)]
-            self.in_flight = take
+            self._unsent = batch
             self._release_space()
             await self._write(batch)
 
@@ -299,10 +359,10 @@ class Route:
         otherwise, or after too many failures in a row, the sink itself is broken and fails."""
         written = refused = 0
         hung = False
-        failed_alone: list[str] = []
+        failed_alone: list[tuple[Event, str]] = []
         pending = [batch[len(batch) // 2 :], batch[: len(batch) // 2]] if len(batch) > 1 else []
         if len(batch) == 1:
-            failed_alone.append(self.last_error or "")
+            failed_alone.append((batch[0], self.last_error or ""))
         while pending:
             part = pending.pop()
             try:
@@ -315,7 +375,7 @@ class Route:
                 if len(part) > 1:
                     pending += [part[len(part) // 2 :], part[: len(part) // 2]]
                 else:
-                    failed_alone.append(self.last_error or "")
+                    failed_alone.append((part[0], self.last_error or ""))
                 continue
             written += len(part) - refused_here
             refused += refused_here
@@ -324,9 +384,9 @@ class Route:
             self.delivered += written
             if refused:
                 self._drop(DropReason.REJECTED, refused)
-            self.in_flight = sum(map(len, pending)) + len(failed_alone)
+            self._unsent = [e for e, _ in failed_alone] + [e for part in reversed(pending) for e in part]
             raise _Failed(hung=hung)
-        for error in failed_alone:
+        for _, error in failed_alone:
             log.error("sink %r: rejected an event that fails on its own: %s", self.name, error)
         self._settle(written, refused + len(failed_alone))
 
@@ -335,7 +395,7 @@ class Route:
         if rejected:
             self._drop(DropReason.REJECTED, rejected)
         self.batches += 1
-        self.in_flight = 0
+        self._unsent = []
 
     async def _write_batch(self, events: Sequence[Event]) -> int:
         """The sink's write_batch, with its result checked: None or a count of refused events."""
@@ -390,13 +450,10 @@ class Route:
         raise _Failed(hung=False)
 
     def _fail(self) -> None:
-        lost = len(self.buf) + self.in_flight + self._clear_rows()
-        log.error("sink %r failed: %s; %d queued events dropped", self.name, self.last_error, lost)
+        lost = self._lose(DropReason.SINK_FAILED)
+        log.error("sink %r failed: %s; %d events it did not get are counted", self.name, self.last_error, lost)
         self.state = SinkState.FAILED
         self.accepting = False
-        self.buf.clear()
-        self.in_flight = 0
-        self._drop(DropReason.SINK_FAILED, lost)
         self._release_space()
         for waiter in self._flush_waiters:
             waiter.set()

@@ -25,6 +25,7 @@ class DropReason(str, Enum):
     SINK_FAILED = "sink_failed"  # the sink failed (open or retries exhausted)
     SHUTDOWN_TIMEOUT = "shutdown_timeout"  # still queued when the shutdown grace period ran out
     REJECTED = "rejected"  # the sink refused the event, or it failed on its own (why: last_error)
+    SPOOL_FULL = "spool_full"  # a `spill` sink's spool reached its `spool_limit`
     BLOCK_TIMEOUT = "block_timeout"  # a sync logger waited `block_timeout` for room, then let it go
 
 
@@ -44,6 +45,7 @@ class SinkStats(msgspec.Struct, frozen=True):
     last_error: str | None = None
     restarts: int = 0  # the sink restarted its backend (a worker process, a connection)
     reduced: int = 0  # folded by the sink's rate limit into another event's row (not lost)
+    saved_to: str | None = None  # the spool directory holding what a failed sink missed
 
     @property
     def dropped_total(self) -> int:

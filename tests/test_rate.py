@@ -40,8 +40,8 @@ async def test_per_second_windows_of_wall_time_reduce_each_metric(reduce: str, p
     values = [math.sin(i) for i in range(1_000)]
     async with MetricBus() as bus:
         bus.add_sink(sink, rate=RateLimit(per_second=10, reduce=reduce))  # type: ignore[arg-type]
-        for i, v in enumerate(values):  # 1,000 steps at 1 kHz: one second of training
-            await bus.publish(Scalar("x", v, step=i, wall_time=T0 + (i + 0.5) / 1_000))
+        # 1,000 steps at 1 kHz: one second of training, keyed by the events' own wall times
+        await bus.publish_many([Scalar("x", v, step=i, wall_time=T0 + (i + 0.5) / 1_000) for i, v in enumerate(values)])
     got = rows(sink)
     assert len(got) == 10 and [step for step, _ in got] == [i * 100 + 99 for i in range(10)]
     for n, (_, row) in enumerate(got):
