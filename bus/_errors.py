@@ -49,7 +49,10 @@ class InvalidEvent(MetricBusError, ValueError):
     """A field of an event has a value that cannot be logged; the message names the field."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except Exception:  # an int too long to print, a broken __repr__
+            shown = f"<{type(value).__name__}>"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"{field}={shown}: {reason}")

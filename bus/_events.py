@@ -7,6 +7,7 @@ raises `InvalidEvent` at the call that built it, never inside a sink task.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from itertools import pairwise
@@ -16,7 +17,19 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ._errors import InvalidEvent
-from ._validate import MAX_NAME_LENGTH, as_float_list, as_name, as_param, as_step, as_text, as_value, as_values
+from ._validate import (
+    MAX_STEP,
+    MAX_WALL_TIME,
+    as_float_list,
+    as_name,
+    as_param,
+    as_step,
+    as_text,
+    as_value,
+    as_values,
+    as_wall_time,
+    known_names,
+)
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -91,8 +104,7 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
     context: Context | None = None
 
     def _check_base(self) -> None:
-        if type(self.wall_time) is not float:
-            force_setattr(self, "wall_time", as_value(self.wall_time, "wall_time"))
+        force_setattr(self, "wall_time", as_wall_time(self.wall_time))
         if type(self.origin) is not Origin:
             raise InvalidEvent("origin", self.origin, "must be an Origin")
         if self.context is not None and type(self.context) is not Context:
@@ -108,13 +120,21 @@ class Scalar(_Base, frozen=True):
 
     def __post_init__(self) -> None:  # the hot path of MetricLogger.scalar: checks inline
         name = self.name
-        if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH:
+        if type(name) is not str or name not in known_names:
             as_name(name)
         if type(self.value) is not float:
             force_setattr(self, "value", as_value(self.value))
-        if type(self.step) is not int or self.step < 0:
-            force_setattr(self, "step", as_step(self.step))
-        if type(self.wall_time) is not float or type(self.origin) is not Origin or self.context is not None:
+        step = self.step
+        if type(step) is not int or step < 0 or step > MAX_STEP:
+            force_setattr(self, "step", as_step(step))
+        wall_time = self.wall_time  # NaN fails `>=`: `or`-chained single comparisons are the cheapest test
+        if (
+            type(wall_time) is not float
+            or not wall_time >= 0.0
+            or wall_time > MAX_WALL_TIME
+            or type(self.origin) is not Origin
+            or self.context is not None
+        ):
             self._check_base()
 
 
@@ -126,9 +146,17 @@ class Metrics(_Base, frozen=True):
 
     def __post_init__(self) -> None:
         force_setattr(self, "values", as_values(self.values))
-        if type(self.step) is not int or self.step < 0:
-            force_setattr(self, "step", as_step(self.step))
-        if type(self.wall_time) is not float or type(self.origin) is not Origin or self.context is not None:
+        step = self.step
+        if type(step) is not int or step < 0 or step > MAX_STEP:
+            force_setattr(self, "step", as_step(step))
+        wall_time = self.wall_time  # NaN fails `>=`: `or`-chained single comparisons are the cheapest test
+        if (
+            type(wall_time) is not float
+            or not wall_time >= 0.0
+            or wall_time > MAX_WALL_TIME
+            or type(self.origin) is not Origin
+            or self.context is not None
+        ):
             self._check_base()
 
 
@@ -159,8 +187,10 @@ class Histogram(_Base, frozen=True):
             counts = as_float_list(self.bucket_counts, "bucket_counts")
             if not limits or len(limits) != len(counts):
                 raise InvalidEvent("bucket_counts", self.bucket_counts, "needs one count per bucket limit")
-            if any(b <= a for a, b in pairwise(limits)):
-                raise InvalidEvent("bucket_limits", self.bucket_limits, "must be strictly increasing")
+            if math.isnan(limits[0]) or any(not b > a for a, b in pairwise(limits)):  # NaN is not ordered
+                raise InvalidEvent("bucket_limits", self.bucket_limits, "must be strictly increasing, without NaN")
+            if any(not 0.0 <= c < math.inf for c in counts):
+                raise InvalidEvent("bucket_counts", self.bucket_counts, "must be finite numbers >= 0")
             force_setattr(self, "bucket_limits", limits)
             force_setattr(self, "bucket_counts", counts)
         self._check_base()

@@ -109,7 +109,11 @@ class _Run:
     def __init__(self, directory: Path, suffix: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         host, pid, file_id = socket.gethostname(), os.getpid(), next(_file_ids)
-        self.path = directory / f"events.out.tfevents.{int(time.time())}.{host}.{pid}.{file_id}{suffix}"
+        # TensorBoard reads a run's files in name order: after the second, the zero-padded
+        # nanosecond keeps two files of one second (a framework's next stage, another worker
+        # process) in the order they were opened, which pids and counters do not.
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        self.path = directory / f"events.out.tfevents.{seconds}.{host}.{nanos:09d}.{pid}.{file_id}{suffix}"
         self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed in TensorBoardSink.close
         self.pending: list[bytes] = []
         # Event{wall_time=1, file_version=3}: the record every TensorBoard reader expects first
@@ -251,7 +255,10 @@ class TensorBoardSink(Sink):
         values = values[np.isfinite(values)]
         if values.size == 0:
             return HistogramProto()
-        counts, edges = np.histogram(values, bins=self.histogram_bins)
+        try:
+            counts, edges = np.histogram(values, bins=self.histogram_bins)
+        except ValueError:  # a range numpy cannot split into equal bins (tiny, or beyond float64)
+            counts, edges = np.array([values.size]), np.array([values.min(), values.max()])
         return HistogramProto(
             min=float(values.min()),
             max=float(values.max()),

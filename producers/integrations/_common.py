@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bus import Context, Hparams, InvalidConfig, Metrics, Origin, Scalar, Sink
+from bus import Context, Hparams, InvalidConfig, InvalidEvent, Metrics, Origin, Scalar, Sink
+from bus._validate import as_value
 
 from .._logger import MetricLogger
 
@@ -106,10 +107,8 @@ def numeric(values: Mapping[str, Any]) -> dict[str, float]:
     for key, value in values.items():
         if isinstance(value, (bool, str, bytes)):
             continue
-        if getattr(value, "ndim", 0) != 0:
-            continue
         try:
-            out[key] = float(value)
-        except (TypeError, ValueError):
+            out[key] = as_value(value, key)  # the bus's own rules: one-element tensors yes, bools no
+        except InvalidEvent:
             continue
     return out
