@@ -19,7 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
-from bus import Histogram, Hparams, InvalidConfig, Origin, Scalar, Text
+from bus import Event, Histogram, Hparams, InvalidConfig, Origin, Scalar, Sink, Text
+from bus._validate import as_step
 
 from ._frequency import FrequencySpec, LogFrequency
 from ._logger import MetricLogger
@@ -49,6 +50,34 @@ def _host_values(values: Any) -> Any:
     return detach().cpu().numpy() if detach is not None else values
 
 
+def _write_purge_record(logdir: Path, step: int, suffix: str) -> None:
+    """What tensorboardX writes for `purge_step`: a SessionLog START at `step`, on which TensorBoard
+    discards the points it has read in this run at steps >= `step`. TensorBoard reads a run's files
+    in name order, so this file is named to come after older files (an earlier second) and before
+    the file the TensorBoard sink opens now (`.0` sorts before its `.<pid>`)."""
+    from tensorboardX.proto.event_pb2 import Event as EventProto
+    from tensorboardX.proto.event_pb2 import SessionLog
+
+    from sinks._tensorboard import encode_record
+
+    now = time.time()
+    version = EventProto(wall_time=now, file_version="brain.Event:2")  # needed for TensorBoard to purge
+    start = EventProto(wall_time=now, step=step, session_log=SessionLog(status=SessionLog.START))
+    logdir.mkdir(parents=True, exist_ok=True)
+    name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.0.purge{suffix}"
+    with open(logdir / name, "ab") as file:
+        file.write(encode_record(version.SerializeToString()) + encode_record(start.SerializeToString()))
+
+
+def _check_scalar(name: str, value: Any, step: int, *, wall_time: float | None = None) -> None:
+    """write_to_disk=False: check the call as a logged one would be checked, then drop it."""
+    Scalar(name, value, step, wall_time=time.time() if wall_time is None else wall_time)
+
+
+def _discard(event: Event) -> None:
+    """write_to_disk=False: the event was checked when it was built; nothing is published."""
+
+
 def _unsupported(method: str, alternative: str) -> Callable[..., NoReturn]:
     """A method that refuses loudly and says what to use instead."""
 
@@ -66,15 +95,25 @@ _IMAGES = "log images with tensorboardX.SummaryWriter (another run directory) or
 class SummaryWriter:
     """The tensorboardX / torch.utils.tensorboard SummaryWriter API, publishing to metricbus.
 
-    Honoured: `logdir`/`log_dir` (tensorboardX's naming default when both are None), `comment`
-    (in that default), `filename_suffix`, `write_to_disk=False` (no TensorBoard sink).
-    Accepted and ignored, because the bus batches and flushes on its own schedule: `max_queue`,
-    `flush_secs`, extra keyword arguments (tensorboardX's `comet_config`, ...). `purge_step` is
-    not supported: it is accepted with a warning and nothing is purged.
+    Honoured: `logdir`/`log_dir` (tensorboardX's naming default when both are empty), `comment`
+    (in that default), `filename_suffix`, `purge_step` (a SessionLog START at that step, written
+    once when the writer opens: TensorBoard hides the run's older points from that step on),
+    `write_to_disk=False` (nothing is written or published; calls are still checked), every
+    `walltime`, one-element arrays and tensors wherever a number is taken.
+    Accepted because they only tune tensorboardX's own queue, which the bus replaces (it batches
+    and flushes on its own schedule): `max_queue`, `flush_secs`; `comet_config` only disabled.
+    Accepted with a warning (once per writer) because the TensorBoard sink cannot write them:
+    add_scalar's `display_name`, `summary_description`, `double_precision` (float32 is stored),
+    add_histogram's `bins`/`max_bins` (the sink's `histogram_bins` decides).
+    Refused: an unknown keyword (TypeError, as Python says it), an enabled `comet_config`
+    (NotImplementedError), `purge_step`/`filename_suffix` with `logger=` (they configure the
+    TensorBoard sink this writer creates). Media, graph and embedding methods: NotImplementedError.
 
     `logger=` sends everything to an existing MetricLogger (any sinks; `close()` only flushes it).
     `log_freq=` (an int N, "batch", or a LogFrequency) skips calls before any event is built;
     a call with `global_step=None` counts as step 0, the step tensorboardX records for it.
+    A call after `close()` goes on, as in tensorboardX: the writer opens a new logger (a new
+    event file in `logdir`), which `close()` or the interpreter's exit closes.
     """
 
     def __init__(
@@ -87,27 +126,36 @@ class SummaryWriter:
         filename_suffix: str = "",
         write_to_disk: bool = True,
         log_dir: str | Path | None = None,
+        comet_config: Mapping[str, Any] | None = None,
         *,
         logger: MetricLogger | None = None,
         log_freq: FrequencySpec | None = None,
-        **kwargs: Any,
     ) -> None:
         chosen = logdir if logdir is not None else log_dir
-        self.logdir = str(chosen) if chosen is not None else _default_logdir(comment)
-        if purge_step is not None:
-            log.warning("SummaryWriter: purge_step=%s is not supported; no earlier events are purged", purge_step)
+        self.logdir = str(chosen) if chosen else _default_logdir(comment)
+        if comet_config is not None and comet_config.get("disabled") is not True:
+            raise NotImplementedError(
+                "SummaryWriter(comet_config=...) is not supported by metricbus: there is no Comet sink; "
+                "use tensorboardX.SummaryWriter for Comet"
+            )
+        if logger is not None and (purge_step is not None or filename_suffix):
+            raise InvalidConfig(
+                "purge_step and filename_suffix apply to the TensorBoard sink this writer creates; "
+                "with logger=, give filename_suffix to that logger's TensorBoardSink"
+            )
         self._freq = None if log_freq is None else LogFrequency.parse(log_freq)
+        self._write_to_disk = write_to_disk
+        self._filename_suffix = filename_suffix
+        if purge_step is not None and write_to_disk:
+            _write_purge_record(Path(self.logdir), as_step(purge_step, "purge_step"), filename_suffix)
         self._owned = logger is None
-        if logger is None:
-            destinations = []
-            if write_to_disk:
-                from sinks import TensorBoardSink
-
-                destinations.append(TensorBoardSink(self.logdir, filename_suffix=filename_suffix))
-            logger = MetricLogger(sinks=destinations)
-        self._log = logger
-        self._scalar = logger.scalar  # the hot path: one bound method, looked up once
+        self._log = self._new_logger() if logger is None else logger
+        self._scalar: Callable[..., None]  # the hot path: one bound method, looked up once
+        self._publish: Callable[[Event], None]
+        self._bind()
         self._series: dict[tuple[str, str], Origin] = {}  # add_scalars' runs: one Origin per series
+        self._sessions: set[str] = set()  # add_hparams' default session names, never reused
+        self._warned: set[str] = set()  # options already reported as having no effect
         self._closed = False
         self._default_step: Any = 0  # global_step=None means this (tensorboardX: 0, or use_metadata's)
         self._default_walltime: float | None = None
@@ -135,11 +183,18 @@ class SummaryWriter:
         new_style: bool = False,
         double_precision: bool = False,
     ) -> None:
-        """Log one value (a number, numpy scalar or 0-d tensor); `global_step=None` is step 0.
-        The display options of tensorboardX and torch are accepted and ignored."""
+        """Log one value (a number, numpy scalar, or one-element array or tensor); `global_step=None`
+        is step 0. `new_style` changes only how torch stores the value (TensorBoard draws the same
+        chart); `display_name`, `summary_description` and `double_precision` (with `new_style`)
+        are accepted, with a warning once, as the TensorBoard sink writes no per-tag metadata and
+        stores float32. torch's positional order (..., walltime, new_style, double_precision) works."""
         step = self._default_step if global_step is None else global_step
         if self._freq is not None and not self._freq(step):
             return
+        if self._closed:
+            self._reopen()
+        if display_name or summary_description or double_precision:
+            self._display_options(display_name, summary_description, new_style, double_precision)
         if walltime is None and self._default_walltime is None:
             self._scalar(tag, scalar_value, step)
         else:
@@ -159,10 +214,12 @@ class SummaryWriter:
         step = self._default_step if global_step is None else global_step
         if self._freq is not None and not self._freq(step):
             return
+        if self._closed:
+            self._reopen()
         fields = self._fields(walltime)
         for tag, value in tag_scalar_dict.items():
             fields["origin"] = self._series_origin(main_tag, tag)
-            self._log.publish(Scalar(main_tag, value, step, **fields))
+            self._publish(Scalar(main_tag, value, step, **fields))
 
     def add_histogram(
         self,
@@ -174,11 +231,15 @@ class SummaryWriter:
         max_bins: int | None = None,
     ) -> None:
         """Log a distribution (sequence, numpy array or tensor). The sink bins it off this thread
-        with its own `histogram_bins`; `bins` and `max_bins` are ignored."""
+        with its own `histogram_bins`; other `bins` or `max_bins` are accepted with a warning once."""
         step = self._default_step if global_step is None else global_step
         if self._freq is not None and not self._freq(step):
             return
-        self._log.publish(Histogram(tag, step, values=_host_values(values), **self._fields(walltime)))
+        if self._closed:
+            self._reopen()
+        if not (isinstance(bins, str) and bins == "tensorflow") or max_bins is not None:
+            self._ignored("add_histogram(bins=, max_bins=)", "the TensorBoard sink bins into its histogram_bins")
+        self._publish(Histogram(tag, step, values=_host_values(values), **self._fields(walltime)))
 
     def add_histogram_raw(
         self,
@@ -198,6 +259,8 @@ class SummaryWriter:
         step = self._default_step if global_step is None else global_step
         if self._freq is not None and not self._freq(step):
             return
+        if self._closed:
+            self._reopen()
         event = Histogram(
             tag,
             step,
@@ -205,7 +268,7 @@ class SummaryWriter:
             bucket_counts=_host_values(bucket_counts),
             **self._fields(walltime),
         )
-        self._log.publish(event)
+        self._publish(event)
 
     def add_text(
         self, tag: str, text_string: str, global_step: int | None = None, walltime: float | None = None
@@ -214,7 +277,9 @@ class SummaryWriter:
         step = self._default_step if global_step is None else global_step
         if self._freq is not None and not self._freq(step):
             return
-        self._log.publish(Text(tag, text_string, step, **self._fields(walltime)))
+        if self._closed:
+            self._reopen()
+        self._publish(Text(tag, text_string, step, **self._fields(walltime)))
 
     def add_hparams(
         self,
@@ -226,20 +291,23 @@ class SummaryWriter:
         *,
         name: str | None = None,
     ) -> None:
-        """One HPARAMS entry, as tensorboardX and torch write it: in the sub-run `<logdir>/<name>`
-        (default: the current time), with each metric also as a scalar there. Both positional
-        orders work: torch's (domain, run_name, global_step) and tensorboardX's (name,
-        global_step). `hparam_domain_discrete` is ignored (the tab infers each domain)."""
+        """One HPARAMS session, as tensorboardX and torch write it: in its own sub-run
+        `<logdir>/<name>` (default: the current time, never the same twice), with each metric also
+        as a scalar there, so N calls are N rows of the tab. Both positional orders work: torch's
+        (domain, run_name, global_step) and tensorboardX's (name, global_step).
+        `hparam_domain_discrete` is ignored (the tab infers each domain from the values)."""
         if isinstance(hparam_domain_discrete, str):  # tensorboardX: add_hparams(h, m, name, global_step)
             name, hparam_domain_discrete = hparam_domain_discrete, None
             if isinstance(run_name, int) and not isinstance(run_name, bool):
                 global_step, run_name = run_name, None
         if type(hparam_dict) is not dict or type(metric_dict) is not dict:
             raise TypeError("hparam_dict and metric_dict should be dictionaries")  # as both libraries do
-        run = name or run_name or str(time.time())
+        if self._closed:
+            self._reopen()
+        run = name or run_name or self._session_name()
         origin = Origin(site=_run_part(run), rank=self._log.origin.rank)
         step = 0 if global_step is None else global_step
-        self._log.publish(Hparams(dict(hparam_dict), dict(metric_dict), step=step, origin=origin))
+        self._publish(Hparams(dict(hparam_dict), dict(metric_dict), step=step, origin=origin))
 
     @contextlib.contextmanager
     def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[SummaryWriter]:
@@ -257,11 +325,13 @@ class SummaryWriter:
             self._in_metadata, self._default_step, self._default_walltime = False, 0, None
 
     def flush(self) -> None:
-        """Block until everything logged so far is written by every sink."""
-        self._log.flush()
+        """Block until everything logged so far is written by every sink (nothing to do once closed)."""
+        if not self._closed:
+            self._log.flush()
 
     def close(self) -> None:
-        """Flush; close the underlying logger if this writer created it. Safe to call twice."""
+        """Flush; close the underlying logger if this writer created it. Safe to call twice; a
+        call after it reopens the writer, as in tensorboardX."""
         if self._closed:
             return
         self._closed = True
@@ -280,6 +350,30 @@ class SummaryWriter:
 
     # ---- helpers ----
 
+    def _new_logger(self) -> MetricLogger:
+        """The logger a writer without `logger=` owns: a TensorBoardSink in logdir, or no sink."""
+        sinks: list[Sink] = []
+        if self._write_to_disk:
+            from sinks import TensorBoardSink
+
+            sinks.append(TensorBoardSink(self.logdir, filename_suffix=self._filename_suffix))
+        return MetricLogger(sinks=sinks)
+
+    def _bind(self) -> None:
+        """Point the calls at the logger, or (write_to_disk=False) at checks that publish nothing."""
+        if self._write_to_disk:
+            self._scalar, self._publish = self._log.scalar, self._log.publish
+        else:
+            self._scalar, self._publish = _check_scalar, _discard
+
+    def _reopen(self) -> None:
+        """A call after close() goes on, as in tensorboardX: an owned logger is replaced by a new
+        one (a new event file in logdir); a caller's logger is used as it is."""
+        if self._owned:
+            self._log = self._new_logger()
+            self._bind()
+        self._closed = False
+
     def _fields(self, walltime: float | None) -> dict[str, Any]:
         """The origin/context of this writer's logger, and the wall time if one was given."""
         fields: dict[str, Any] = {"origin": self._log.origin, "context": self._log.context}
@@ -295,6 +389,33 @@ class SummaryWriter:
             origin = Origin(site=_run_part(main_tag), node=_run_part(tag), rank=self._log.origin.rank)
             self._series[(main_tag, tag)] = origin
         return origin
+
+    def _session_name(self) -> str:
+        """tensorboardX's name for an unnamed hparams session, the current time; with a suffix if
+        a coarse clock gives this writer the same time twice (two sessions would become one)."""
+        name = str(time.time())
+        if name in self._sessions:
+            name = f"{name}-{len(self._sessions)}"
+        self._sessions.add(name)
+        return name
+
+    def _display_options(self, display_name: Any, description: Any, new_style: bool, double_precision: bool) -> None:
+        """Warn once about add_scalar's display options. A bool in `display_name` is torch's
+        positional `new_style` (then `summary_description` holds its `double_precision`)."""
+        if isinstance(display_name, bool):
+            new_style, double_precision, display_name, description = display_name, bool(description), "", ""
+        if display_name or description:
+            self._ignored(
+                "add_scalar(display_name=, summary_description=)", "the TensorBoard sink writes no tag metadata"
+            )
+        if new_style and double_precision:
+            self._ignored("add_scalar(double_precision=True)", "the TensorBoard sink stores scalars as float32")
+
+    def _ignored(self, option: str, why: str) -> None:
+        """Say once per writer that an option has no effect, so nothing passed vanishes silently."""
+        if option not in self._warned:
+            self._warned.add(option)
+            log.warning("SummaryWriter: %s has no effect here: %s", option, why)
 
     # ---- not supported: fail loudly, say what to use instead ----
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -137,21 +136,12 @@ def test_log_freq_skips_calls_before_anything_is_built() -> None:
     assert published == 3 * 3 + 1
 
 
-def test_write_to_disk_false_writes_nothing(tmp_path: Path) -> None:
-    with SummaryWriter(tmp_path / "run", write_to_disk=False) as writer:
-        writer.add_scalar("loss", 1.0, 0)
-    assert not (tmp_path / "run").exists()
-
-
-def test_default_logdir_and_purge_step_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_default_logdir_is_tensorboardxs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="metricbus"), SummaryWriter(comment="_lr0.1", purge_step=5) as w:
+    with SummaryWriter(comment="_lr0.1") as w:
         w.add_scalar("loss", 1.0, 0)
     assert Path(w.get_logdir()).parent == Path("runs") and w.get_logdir().endswith("_lr0.1")
     assert list(Path(w.get_logdir()).glob("events.out.tfevents.*"))
-    assert any("purge_step=5 is not supported" in r.getMessage() for r in caplog.records)
 
 
 UNSUPPORTED = [
