@@ -31,6 +31,7 @@ from ._stats import DropReason, SinkState, SinkStats
 log = logging.getLogger("metricbus")
 
 _NEVER = math.inf
+SPOOL_ROOT = Path("metricbus-spool")  # where sinks without a spool_dir spill and save what they missed
 
 
 def _safe(name: str) -> str:
@@ -57,7 +58,7 @@ class Route:
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
         self.reducer = Reducer(config.rate) if config.rate is not None else None
-        self.spool_dir = Path(config.spool_dir) if config.spool_dir else Path("metricbus-spool") / _safe(name)
+        self.spool_dir = Path(config.spool_dir) if config.spool_dir else SPOOL_ROOT / _safe(name)
         self.saved_to: Path | None = None  # where what the sink missed was saved, if it failed
         self.spool: Spool | None = None
         if config.when_full == "spill":
