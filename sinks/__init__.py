@@ -1,7 +1,7 @@
 """Built-in sinks.
 
-The TensorBoard, W&B and console sinks are loaded on first use, so `import sinks` never imports
-tensorboardX, wandb or rich.
+The TensorBoard, W&B, MLflow and console sinks are loaded on first use, so `import sinks` never
+imports tensorboardX, wandb, mlflow or rich.
 """
 
 from typing import TYPE_CHECKING
@@ -16,6 +16,7 @@ from ._memory import MemorySink
 
 if TYPE_CHECKING:
     from ._console import ConsoleSink
+    from ._mlflow import MLflowSink
     from ._redis import RedisSink
     from ._tensorboard import TensorBoardSink
     from ._wandb import WandbSink
@@ -24,6 +25,7 @@ _LAZY = {
     "TensorBoardSink": "._tensorboard",
     "WandbSink": "._wandb",
     "ConsoleSink": "._console",
+    "MLflowSink": "._mlflow",  # imports mlflow only when it opens
     "RedisSink": "._redis",  # the Redis bridge; imports redis only when it opens
 }
 
@@ -32,6 +34,7 @@ __all__ = [
     "ConsoleSink",
     "CsvSink",
     "JsonlSink",
+    "MLflowSink",
     "MemorySink",
     "RedisSink",
     "Sink",
