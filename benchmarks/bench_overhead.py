@@ -6,8 +6,9 @@ data handling). The matmul runs on one BLAS thread, leaving the second core free
 would. Configurations: no logging; no logging while another process spins on the other core
 (what any background CPU work costs on this machine); tensorboardX `add_scalar` directly;
 `wandb.log` offline directly; metricbus with TensorBoard + CSV + W&B sinks where their defaults
-put them (TensorBoard and W&B in worker processes), the same without W&B, and all three forced
-in-process.
+put them (TensorBoard and W&B in worker processes), the same without W&B, all three forced
+in-process, with W&B rate-limited to 10 rows/s (`RateLimit(per_second=10, reduce="mean")`), and
+that plus an MLflow sink (four sinks).
 
 This machine's noise between identical runs is about +-10%, so the configurations run
 interleaved, in ROUNDS rounds, each run in a fresh interpreter; a configuration's overhead is its
@@ -36,7 +37,17 @@ from benchmarks._common import RESULTS, run_contenders, serve_contender, write_r
 STEPS = 2_000
 ROUNDS = 5
 NAMES = [f"train/metric_{k}" for k in range(10)]
-CONFIGS = ["none", "busy_core", "tensorboardx", "wandb", "metricbus", "metricbus_tb_csv", "metricbus_inprocess"]
+CONFIGS = [
+    "none",
+    "busy_core",
+    "tensorboardx",
+    "wandb",
+    "metricbus",
+    "metricbus_tb_csv",
+    "metricbus_inprocess",
+    "metricbus_wandb_rate",
+    "metricbus_four",
+]
 
 
 def make_step(kind: str) -> Callable[[], None]:
@@ -105,10 +116,20 @@ def run(config: str, kind: str, tmp: Path) -> dict[str, float]:
         start = time.perf_counter()
         wb.finish()
         return {"loop": loop, "close": time.perf_counter() - start}
-    return _metricbus(step, tmp, inprocess=config == "metricbus_inprocess", wandb=config != "metricbus_tb_csv")
+    return _metricbus(
+        step,
+        tmp,
+        inprocess=config == "metricbus_inprocess",
+        wandb=config != "metricbus_tb_csv",
+        wandb_rate=config in ("metricbus_wandb_rate", "metricbus_four"),
+        mlflow=config == "metricbus_four",
+    )
 
 
-def _metricbus(step: Callable[[], None], tmp: Path, *, inprocess: bool, wandb: bool) -> dict[str, float]:
+def _metricbus(
+    step: Callable[[], None], tmp: Path, *, inprocess: bool, wandb: bool, wandb_rate: bool, mlflow: bool
+) -> dict[str, float]:
+    from bus import RateLimit
     from producers import MetricLogger
     from sinks import CsvSink
 
@@ -121,7 +142,12 @@ def _metricbus(step: Callable[[], None], tmp: Path, *, inprocess: bool, wandb: b
     if wandb:
         from sinks import WandbSink
 
-        log.add_sink(WandbSink(project="overhead", mode="offline", dir=str(tmp)), **isolate)
+        rate = {"rate": RateLimit(per_second=10, reduce="mean")} if wandb_rate else {}
+        log.add_sink(WandbSink(project="overhead", mode="offline", dir=str(tmp)), **isolate, **rate)  # type: ignore[arg-type]
+    if mlflow:
+        from sinks import MLflowSink
+
+        log.add_sink(MLflowSink(dir=tmp / "mlruns"), **isolate)
     log.flush()  # sinks open (worker processes, wandb runs) before the clock starts
     loop = _loop(step, lambda i, values: log.scalars(values, i))
     start = time.perf_counter()
@@ -144,6 +170,8 @@ LABELS = {
     "metricbus": "metricbus\nTB+CSV+W&B",
     "metricbus_tb_csv": "metricbus\nTB+CSV",
     "metricbus_inprocess": "metricbus TB+CSV+W&B\nall in-process",
+    "metricbus_wandb_rate": "metricbus TB+CSV+W&B\nW&B at 10 rows/s",
+    "metricbus_four": "metricbus TB+CSV+\nW&B 10 rows/s+MLflow",
 }
 
 
