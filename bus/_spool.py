@@ -17,7 +17,7 @@ from pathlib import Path
 from ._events import Event
 from ._wire import HEADER, decode_batch, encode_batch
 
-__all__ = ["Spool", "read_spool", "write_segment"]
+__all__ = ["Spool", "read_segments", "read_spool", "write_segment"]
 
 _PREFIX, _SUFFIX = "segment-", ".msgpack"
 _FIRST_SEQ = 10**11  # room below it for segments written back in front of the others
@@ -64,8 +64,14 @@ def write_segment(directory: Path, events: list[Event], *, first: bool = False) 
 
 def read_spool(directory: str | Path) -> Iterator[Event]:
     """Every event a spool directory holds, oldest first."""
+    for _, events in read_segments(directory):
+        yield from events
+
+
+def read_segments(directory: str | Path) -> Iterator[tuple[int, list[Event]]]:
+    """(bytes, events) of each segment of a spool directory, oldest first."""
     for path in _segments(Path(directory)):
-        yield from _read_segment(path)
+        yield path.stat().st_size, _read_segment(path)
 
 
 class Spool:

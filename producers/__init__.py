@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ._frequency import LogFrequency
     from ._nan_guard import NanGuard
     from ._redis_source import RedisSource, origin_from_env
+    from ._replay import ReplayStats, replay
     from ._summary_writer import SummaryWriter
     from ._system import SystemSampler
 
@@ -23,6 +24,8 @@ _LAZY = {
     "origin_from_env": "._redis_source",
     "SummaryWriter": "._summary_writer",
     "SystemSampler": "._system",
+    "ReplayStats": "._replay",
+    "replay": "._replay",
 }
 
 __all__ = [
@@ -30,9 +33,11 @@ __all__ = [
     "MetricLogger",
     "NanGuard",
     "RedisSource",
+    "ReplayStats",
     "SummaryWriter",
     "SystemSampler",
     "origin_from_env",
+    "replay",
 ]
 
 

@@ -25,7 +25,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     agg.add_argument("--consumer", help="this consumer's name in the group (default aggregator-<host>)")
     agg.add_argument("--stats", type=Path, help="write the final source and sink stats here, as JSON")
     agg.add_argument("--every", type=float, default=1.0, help="seconds between progress lines (default 1)")
+    # ---- replay: JSONL logs and TensorBoard runs into sinks (producers/_replay.py) ----
+    rep = commands.add_parser("replay", help="publish JSONL logs or TensorBoard runs again into other sinks")
+    rep.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="*.jsonl, TensorBoard logdir or file")
+    into = rep.add_mutually_exclusive_group(required=True)
+    into.add_argument("--plan", type=Path, help="a plan file (TOML) declaring the sinks")
+    specs = "csv:PATH, jsonl:PATH, tensorboard:DIR, wandb:PROJECT (offline) or mlflow:URI; repeat for more sinks"
+    into.add_argument("--to", action="append", metavar="SPEC", help=specs)
     args = parser.parse_args(argv)
+    if args.command == "replay":
+        from bus import InvalidConfig
+
+        from ._replay import replay_command
+
+        try:
+            return replay_command(args.sources, plan=args.plan, targets=args.to or ())
+        except InvalidConfig as exc:
+            parser.error(str(exc))
     if args.command == "aggregate":
         from bus import InvalidConfig
 

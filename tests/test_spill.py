@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
 from bus import DeliveryError, MetricBus, RetryPolicy, Scalar, SinkState, read_spool
@@ -121,3 +122,17 @@ def test_a_spill_survives_kill_9_and_the_next_run_delivers_it_first(tmp_path: Pa
     steps = [e.step for e in read_jsonl(out)]  # type: ignore[union-attr]
     assert steps == [*on_disk, 99_999]  # what survived comes first, then the new run's events
     wait_until_sync(lambda: not list(spool.glob("segment-*")))
+
+
+async def test_a_saved_spool_replays_into_any_sink_and_stays_where_it_is(tmp_path: Path) -> None:
+    from producers import replay
+
+    spool = tmp_path / "spool"
+    with pytest.raises(DeliveryError):
+        async with MetricBus() as bus:
+            bus.add_sink(BrokenSink(), retry=RetryPolicy(max_attempts=1, backoff=0.001), spool_dir=str(spool))
+            await bus.publish_many(scalars(0, 500))
+    stats = await anyio.to_thread.run_sync(replay, [spool], [JsonlSink(tmp_path / "e.jsonl")])
+    assert stats.ok and stats.events == 500
+    assert [e.step for e in read_jsonl(tmp_path / "e.jsonl")] == list(range(500))  # type: ignore[union-attr]
+    assert [e.step for e in read_spool(spool)] == list(range(500))  # type: ignore[union-attr]
