@@ -19,7 +19,20 @@ from ._errors import (
     WorkerDied,
     WorkerError,
 )
-from ._events import DEFAULT_ORIGIN, EVENT_TYPES, Context, Event, Histogram, Hparams, Metrics, Origin, Scalar, Text
+from ._events import (
+    DEFAULT_ORIGIN,
+    EVENT_TYPES,
+    ChartLayout,
+    Context,
+    Event,
+    Histogram,
+    Hparams,
+    Image,
+    Metrics,
+    Origin,
+    Scalar,
+    Text,
+)
 from ._process import ProcessSink
 from ._rate import RateLimit
 from ._sink import Sink
@@ -32,12 +45,14 @@ __all__ = [
     "BusClosed",
     "BusFull",
     "BusStateError",
+    "ChartLayout",
     "Context",
     "DeliveryError",
     "DropReason",
     "Event",
     "Histogram",
     "Hparams",
+    "Image",
     "InvalidConfig",
     "InvalidEvent",
     "InvalidSinkResult",

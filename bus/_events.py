@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
 from itertools import pairwise
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -21,8 +22,10 @@ from ._validate import (
     MAX_STEP,
     MAX_WALL_TIME,
     as_float_list,
+    as_image_shape,
     as_name,
     as_param,
+    as_pixels,
     as_step,
     as_text,
     as_value,
@@ -34,10 +37,13 @@ from ._validate import (
 __all__ = [
     "DEFAULT_ORIGIN",
     "EVENT_TYPES",
+    "ChartKind",
+    "ChartLayout",
     "Context",
     "Event",
     "Histogram",
     "Hparams",
+    "Image",
     "Metrics",
     "Origin",
     "Scalar",
@@ -227,5 +233,108 @@ class Hparams(_Base, frozen=True):
         self._check_base()
 
 
-Event: TypeAlias = Scalar | Metrics | Histogram | Text | Hparams
-EVENT_TYPES: tuple[type[Event], ...] = (Scalar, Metrics, Histogram, Text, Hparams)
+class _Named(_Base, frozen=True):
+    """A name and a step, positional, before the keyword-only fields of a subclass."""
+
+    name: str
+    step: int
+
+
+class Image(_Named, frozen=True, kw_only=True):
+    """An image at one step: `pixels` are raw uint8 values, `height` rows of `width` pixels of
+    `channels` bytes each (1 grayscale, 3 RGB, 4 RGBA), row-major HWC, at most 64 MiB.
+
+    Raw, not PNG: building one costs the caller a copy of the pixels, and each sink encodes them
+    as its format needs (TensorBoard and W&B: PNG), on the sink's own thread or worker process.
+    `SummaryWriter.add_image` converts arrays and tensors of other layouts and dtypes into this.
+    """
+
+    pixels: bytes
+    height: int
+    width: int
+    channels: int
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        force_setattr(self, "step", as_step(self.step))
+        pixels = as_pixels(self.pixels)
+        force_setattr(self, "pixels", pixels)
+        height, width, channels = as_image_shape(pixels, self.height, self.width, self.channels)
+        force_setattr(self, "height", height)
+        force_setattr(self, "width", width)
+        force_setattr(self, "channels", channels)
+        self._check_base()
+
+    def __repr__(self) -> str:
+        """The pixels as their size: a repr in a log or a failed test should not hold megabytes."""
+        return (
+            f"Image(name={self.name!r}, step={self.step}, pixels=<{len(self.pixels)} bytes>, height={self.height},"
+            f" width={self.width}, channels={self.channels}, wall_time={self.wall_time!r}, origin={self.origin!r},"
+            f" context={self.context!r})"
+        )
+
+
+ChartKind: TypeAlias = Literal["Multiline", "Margin"]
+_MARGIN_TAGS = 3  # a margin chart's value, lower and upper series
+
+
+def _as_layout(value: object) -> dict[str, dict[str, tuple[ChartKind, tuple[str, ...]]]]:
+    """A validated copy of a custom-scalars layout, with each chart as a (kind, tags) tuple."""
+    if not isinstance(value, Mapping):
+        raise InvalidEvent("layout", value, "must be a mapping of categories to {chart title: (kind, tags)}")
+    try:
+        layout: dict[str, dict[str, tuple[ChartKind, tuple[str, ...]]]] = {}
+        for category, charts in value.items():
+            as_name(category, "layout key")
+            if not isinstance(charts, Mapping):
+                raise InvalidEvent(f"layout[{category!r}]", charts, "must be a mapping of chart titles to (kind, tags)")
+            layout[category] = {}
+            for title, chart in charts.items():
+                field = f"layout[{category!r}][{title!r}]"
+                as_name(title, f"layout[{category!r}] key")
+                layout[category][title] = _as_chart(chart, field)
+        return layout
+    except InvalidEvent:
+        raise
+    except Exception as exc:
+        raise InvalidEvent("layout", value, f"cannot be read as a layout ({type(exc).__name__})") from exc
+
+
+def _as_chart(chart: object, field: str) -> tuple[ChartKind, tuple[str, ...]]:
+    if isinstance(chart, (str, bytes)) or not isinstance(chart, (list, tuple)) or len(chart) != 2:
+        raise InvalidEvent(field, chart, "must be a (kind, tags) pair: ('Multiline', [tags]) or ('Margin', [3 tags])")
+    kind, tags = chart
+    if type(kind) is not str or kind not in ("Multiline", "Margin"):
+        raise InvalidEvent(f"{field}[0]", kind, "must be 'Multiline' or 'Margin'")
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, (list, tuple)) or not tags:
+        raise InvalidEvent(f"{field}[1]", tags, "must be a non-empty list of tags")
+    names = tuple(as_name(tag, f"{field}[1][{i}]") for i, tag in enumerate(tags))
+    if kind == "Multiline":
+        return "Multiline", names
+    if len(names) != _MARGIN_TAGS:
+        raise InvalidEvent(f"{field}[1]", tags, "a Margin chart takes 3 tags: value, lower, upper")
+    return "Margin", names
+
+
+class ChartLayout(_Base, frozen=True):
+    """TensorBoard's CUSTOM SCALARS layout, in tensorboardX's shape: `{category: {chart title:
+    (kind, tags)}}`, kind "Multiline" (tags are regular expressions of scalar tags, drawn on one
+    chart) or "Margin" (three tags: value, lower and upper bound).
+
+    A one-off record of how to draw the scalars, not a measurement: the TensorBoard sink writes
+    it (TensorBoard shows a run's latest layout) and JSONL keeps it; the sinks that take only
+    measurements (CSV, console, W&B, per-metric callbacks) declare so in `accepts` and are not
+    sent it.
+    """
+
+    layout: dict[str, dict[str, tuple[ChartKind, tuple[str, ...]]]]
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "layout", _as_layout(self.layout))
+        force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+Event: TypeAlias = Scalar | Metrics | Histogram | Text | Hparams | Image | ChartLayout
+EVENT_TYPES: tuple[type[Event], ...] = (Scalar, Metrics, Histogram, Text, Hparams, Image, ChartLayout)

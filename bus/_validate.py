@@ -23,6 +23,9 @@ MAX_TEXT_LENGTH = 1_000_000
 MAX_STEP = 2**63 - 1
 """Steps, ranks, epochs and rounds are int64 in TensorBoard and msgpack: beyond it they wrap or fail."""
 MAX_WALL_TIME = sys.float_info.max
+MAX_IMAGE_BYTES = 64 * 2**20
+"""The most raw pixel bytes one Image may hold (4096 x 4096 RGBA): an event is copied into every
+sink's buffer and, for a sink in a worker process, through a pipe."""
 MIN_PARAM_INT, MAX_PARAM_INT = -(2**63), 2**63 - 1
 """An int hyperparameter must fit an int64: msgspec cannot encode a wider int to a worker or a file."""
 
@@ -258,3 +261,42 @@ def as_param(value: object, field: str) -> str | float | int | bool:
         raise
     except Exception as exc:
         raise InvalidEvent(field, value, f"cannot be read as a hyperparameter ({type(exc).__name__})") from exc
+
+
+def as_pixels(value: object, field: str = "pixels") -> bytes:
+    """Raw pixel bytes: bytes as they are; a bytearray or memoryview is copied into bytes, so that
+    nothing can change an event's pixels after it was built. Arrays are refused: their shape and
+    dtype are the caller's to convert (SummaryWriter.add_image does)."""
+    if type(value) is bytes:
+        return value
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidEvent(field, value, f"must be bytes, not {type(value).__name__}")
+    try:
+        return bytes(value)
+    except Exception as exc:  # a released memoryview
+        raise InvalidEvent(field, value, f"cannot be read as bytes ({type(exc).__name__})") from exc
+
+
+IMAGE_CHANNELS = (1, 3, 4)
+"""Grayscale, RGB and RGBA: the colour types a PNG, TensorBoard and wandb.Image all take."""
+
+
+def as_image_shape(pixels: bytes, height: object, width: object, channels: object) -> tuple[int, int, int]:
+    """(height, width, channels) of an image whose `pixels` are uint8 rows of width x channels
+    bytes: each dimension at least 1, channels 1, 3 or 4, at most MAX_IMAGE_BYTES in all, and as
+    many bytes as the three say."""
+    h = as_step(height, "height")
+    w = as_step(width, "width")
+    c = as_step(channels, "channels")
+    if h < 1:
+        raise InvalidEvent("height", height, "must be >= 1")
+    if w < 1:
+        raise InvalidEvent("width", width, "must be >= 1")
+    if c not in IMAGE_CHANNELS:
+        raise InvalidEvent("channels", channels, "must be 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+    size = h * w * c
+    if size > MAX_IMAGE_BYTES:
+        raise InvalidEvent("pixels", f"{h}x{w}x{c}", f"is {size} bytes, the limit is {MAX_IMAGE_BYTES}")
+    if len(pixels) != size:
+        raise InvalidEvent("pixels", pixels, f"is {len(pixels)} bytes; height x width x channels is {size}")
+    return h, w, c

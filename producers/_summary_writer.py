@@ -1,8 +1,10 @@
 """SummaryWriter: a drop-in for tensorboardX's / torch.utils.tensorboard's writer, on a bus.
 
-Change the import and a script's scalars, histograms, text and hparams go through metricbus: by
-default to a TensorBoardSink in `logdir` (in its worker process), or to every sink of a
-MetricLogger passed as `logger=`. Calls return at once. Media, graph and embedding methods raise
+Change the import and a script's scalars, histograms, text, hparams, images, figures and custom
+scalar layouts go through metricbus: by default to a TensorBoardSink in `logdir` (in its worker
+process), or to every sink of a MetricLogger passed as `logger=`. Calls return at once: an image
+costs the calling thread one uint8 copy of its pixels (a figure, its rendering too); PNG encoding
+happens in the sinks. Video, audio, graph, embedding, PR-curve and mesh methods raise
 NotImplementedError naming an alternative, rather than silently doing nothing.
 """
 
@@ -12,18 +14,22 @@ import contextlib
 import logging
 import re
 import socket
+import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from bus import Event, Histogram, Hparams, InvalidConfig, Origin, Scalar, Sink, Text
-from bus._validate import as_step
+from bus import ChartLayout, Event, Histogram, Hparams, Image, InvalidConfig, InvalidEvent, Origin, Scalar, Sink, Text
+from bus._validate import IMAGE_CHANNELS, as_step
 
 from ._frequency import FrequencySpec, LogFrequency
 from ._logger import MetricLogger
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["SummaryWriter"]
 
@@ -48,6 +54,120 @@ def _host_values(values: Any) -> Any:
     """Torch tensors moved to the CPU as numpy; numpy arrays and sequences as they are."""
     detach = getattr(values, "detach", None)
     return detach().cpu().numpy() if detach is not None else values
+
+
+_GRID_COLUMNS = 8  # tensorboardX's make_grid: a batch of images is drawn 8 to a row
+_IMAGE_AXES = {2: "HW", 3: "CHW", 4: "NCHW"}  # the axes a dataformats string of each length names
+
+
+def _as_image_array(img_tensor: Any, field: str = "img_tensor") -> np.ndarray:
+    """A numpy array of an image's values: a torch tensor moved to the CPU (the one copy a GPU
+    tensor needs), a numpy array as it is, a nested list read by numpy."""
+    import numpy as np
+
+    try:
+        array = np.asarray(_host_values(img_tensor))
+    except Exception as exc:
+        raise InvalidEvent(field, img_tensor, f"cannot be read as an array ({type(exc).__name__})") from exc
+    if array.dtype.kind not in "buif":
+        raise InvalidEvent(field, img_tensor, f"must hold real numbers, not dtype {array.dtype}")
+    return array
+
+
+def _to_nhwc(array: np.ndarray, dataformats: str, field: str = "img_tensor") -> np.ndarray:
+    """A 4-d NHWC view of `array` (no copy) whose axes `dataformats` names, as tensorboardX reads
+    them: HW, any order of C, H, W, or of N, C, H, W; case does not matter."""
+    if not isinstance(dataformats, str):
+        raise InvalidEvent("dataformats", dataformats, f"must be a str, not {type(dataformats).__name__}")
+    axes = dataformats.upper()
+    if sorted(axes) != sorted(_IMAGE_AXES.get(len(axes), "")):
+        raise InvalidEvent("dataformats", dataformats, "must name the axes HW, CHW or NCHW, in any order")
+    if array.ndim != len(axes):
+        raise InvalidEvent(
+            field, array.shape, f"has {array.ndim} dimensions, dataformats {dataformats!r} names {len(axes)}"
+        )
+    full = axes if "N" in axes else "N" + axes if "C" in axes else "NC" + axes
+    view = array.reshape((1,) * (len(full) - len(axes)) + array.shape)  # a view: the new axes are of size 1
+    nhwc = view.transpose([full.index(a) for a in "NHWC"])
+    count, _, _, channels = nhwc.shape
+    if channels not in IMAGE_CHANNELS:
+        raise InvalidEvent(field, array.shape, f"has {channels} channels; images take 1, 3 or 4")
+    if count == 0:
+        raise InvalidEvent(field, array.shape, "holds no image")
+    return nhwc
+
+
+def _stack(images: list[np.ndarray], field: str = "img_tensor") -> np.ndarray:
+    """Images of one shape as one array along a new first axis (a copy, as tensorboardX makes)."""
+    import numpy as np
+
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise InvalidEvent(field, sorted(shapes), "images of a batch must all have one shape")
+    return np.stack(images)
+
+
+def _fill_uint8(out: np.ndarray, values: np.ndarray) -> None:
+    """Write `values` into the uint8 array `out` as tensorboardX scales them: uint8 as they are,
+    any other dtype as values in [0, 1] times 255, truncated. Values outside [0, 1] are clipped
+    to it and NaN is 0, as torch.utils.tensorboard clips (tensorboardX casts them unsafely: they
+    wrap around)."""
+    import numpy as np
+
+    if values.dtype == np.uint8:
+        np.copyto(out, values)
+        return
+    unit = np.fmax(values, 0.0)  # fmax, not maximum: NaN becomes 0; ints and bools become float64
+    np.fmin(unit, 1.0, out=unit)
+    np.multiply(unit, 255.0, out=out, casting="unsafe")
+
+
+def _image_pixels(nhwc: np.ndarray) -> tuple[bytes, int, int, int]:
+    """(pixels, height, width, channels) for Image: one image as uint8 HWC bytes, or a batch
+    as tensorboardX's grid (8 images a row, the last row filled with black); grayscale stays one
+    channel. A few vectorized numpy passes over the pixels, on the calling thread."""
+    import numpy as np
+
+    count, height, width, channels = nhwc.shape
+    if count == 1:
+        image = nhwc[0]
+        if image.dtype != np.uint8:
+            image = np.empty(image.shape, np.uint8)
+            _fill_uint8(image, nhwc[0])
+        return image.tobytes(), height, width, channels  # tobytes reads any strides: one copy
+    columns = min(count, _GRID_COLUMNS)
+    rows, rest = divmod(count, columns)
+    canvas = np.zeros((rows + (rest > 0), height, columns, width, channels), np.uint8)  # rows of HW(C) strips
+    tiles = canvas.transpose(0, 2, 1, 3, 4)  # (row, column, H, W, C): a view of the canvas
+    if rows:
+        _fill_uint8(tiles[:rows], nhwc[: rows * columns].reshape(rows, columns, height, width, channels))
+    if rest:
+        _fill_uint8(tiles[rows, :rest], nhwc[rows * columns :])
+    return canvas.tobytes(), canvas.shape[0] * height, columns * width, channels
+
+
+def _figure_rgb(figure: Any, close: bool) -> np.ndarray:
+    """A matplotlib figure rendered as uint8 HWC RGB (alpha dropped, as tensorboardX does), on
+    the calling thread: matplotlib is not thread-safe. A view of the canvas's buffer, valid until
+    the figure is drawn again: copy it before. A figure whose canvas cannot render to pixels (a
+    PDF or SVG backend, or none) is given an Agg canvas, as tensorboardX does."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas: Any = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[:, :, :3]  # the view keeps the buffer alive past close
+    if close:
+        _close_figure(figure)
+    return rgb
+
+
+def _close_figure(figure: Any) -> None:
+    """pyplot.close(figure), as tensorboardX's close=True does. Without pyplot imported, no figure
+    is registered with it: there is nothing to close (and no backend to start)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(figure)
 
 
 def _write_purge_record(logdir: Path, step: int, suffix: str) -> None:
@@ -89,9 +209,6 @@ def _unsupported(method: str, alternative: str) -> Callable[..., NoReturn]:
     return refuse
 
 
-_IMAGES = "log images with tensorboardX.SummaryWriter (another run directory) or wandb.Image"
-
-
 class SummaryWriter:
     """The tensorboardX / torch.utils.tensorboard SummaryWriter API, publishing to metricbus.
 
@@ -107,7 +224,13 @@ class SummaryWriter:
     add_histogram's `bins`/`max_bins` (the sink's `histogram_bins` decides).
     Refused: an unknown keyword (TypeError, as Python says it), an enabled `comet_config`
     (NotImplementedError), `purge_step`/`filename_suffix` with `logger=` (they configure the
-    TensorBoard sink this writer creates). Media, graph and embedding methods: NotImplementedError.
+    TensorBoard sink this writer creates). Video, audio, graph, embedding, PR-curve, mesh and
+    add_image_with_boxes: NotImplementedError, naming an alternative.
+
+    Images (`add_image`, `add_images`, `add_figure`) become `Image` events of uint8 HWC pixels,
+    converted here with numpy (tensorboardX's dataformats, its [0, 1] float scaling and its
+    8-a-row grid); the sinks encode them. `add_custom_scalars` (and its two shorthands) becomes a
+    `ChartLayout` event, which the TensorBoard sink writes as tensorboardX does.
 
     `logger=` sends everything to an existing MetricLogger (any sinks; `close()` only flushes it).
     `log_freq=` (an int N, "batch", or a LogFrequency) skips calls before any event is built;
@@ -309,6 +432,94 @@ class SummaryWriter:
         step = 0 if global_step is None else global_step
         self._publish(Hparams(dict(hparam_dict), dict(metric_dict), step=step, origin=origin))
 
+    def add_image(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "CHW",
+    ) -> None:
+        """Log an image: a numpy array, torch tensor or nested list whose axes `dataformats` names
+        (CHW, HWC, HW, any order; NCHW-like for a batch, drawn as add_images does), with 1, 3 or
+        4 channels. uint8 values are pixels; any other dtype is read as [0, 1] and scaled by 255
+        (values outside it are clipped, NaN is 0). This thread makes one uint8 HWC copy; sinks
+        encode it (TensorBoard: PNG). Grayscale stays one channel (tensorboardX writes it as RGB)."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return
+        if self._closed:
+            self._reopen()
+        self._publish_image(tag, _to_nhwc(_as_image_array(img_tensor), dataformats), step, walltime)
+
+    def add_images(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "NCHW",
+    ) -> None:
+        """Log a batch of images as one image, a grid of 8 a row as tensorboardX draws it: a 4-d
+        array or tensor (NCHW, NHWC, any order), or a list of 3-d images with dataformats CHW or
+        HWC (tensorboardX prints a message and writes nothing for other formats; this raises).
+        Values as in add_image."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return
+        if self._closed:
+            self._reopen()
+        if isinstance(img_tensor, (list, tuple)):
+            if not isinstance(dataformats, str) or dataformats.upper() not in ("CHW", "HWC"):
+                raise InvalidEvent("dataformats", dataformats, "a list of images takes 'CHW' or 'HWC'")
+            img_tensor, dataformats = _stack([_as_image_array(image) for image in img_tensor]), "N" + dataformats
+        self._publish_image(tag, _to_nhwc(_as_image_array(img_tensor), dataformats), step, walltime)
+
+    def add_figure(
+        self,
+        tag: str,
+        figure: Any,
+        global_step: int | None = None,
+        close: bool = True,
+        walltime: float | None = None,
+    ) -> None:
+        """Log a matplotlib figure (or a list of them, as a grid) as an RGB image. It is rendered
+        here, on the calling thread (matplotlib is not thread-safe; this is most of the call's
+        cost), then closed if `close`, as tensorboardX does, also when `log_freq` skips the call."""
+        step = self._default_step if global_step is None else global_step
+        figures = figure if isinstance(figure, (list, tuple)) else [figure]
+        if self._freq is not None and not self._freq(step):
+            if close:
+                for each in figures:
+                    _close_figure(each)
+            return
+        if self._closed:
+            self._reopen()
+        images = [_figure_rgb(each, close) for each in figures]
+        nhwc = images[0][None] if len(images) == 1 else _stack(images)
+        self._publish_image(tag, nhwc, step, walltime)
+
+    def add_custom_scalars(self, layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
+        """Lay out the CUSTOM SCALARS tab: `{category: {chart title: [kind, tags]}}`, kind
+        "Multiline" (a list of tags, or regular expressions of tags, on one chart) or "Margin"
+        (three tags: value, lower, upper). TensorBoard shows the latest layout of a run; the
+        layout goes to the sinks that take a ChartLayout (TensorBoard, JSONL, memory)."""
+        if self._closed:
+            self._reopen()
+        self._publish(ChartLayout(layout, **self._fields(None)))  # type: ignore[arg-type]  # it copies into tuples
+
+    def add_custom_scalars_multilinechart(
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+    ) -> None:
+        """A layout of one Multiline chart of `tags` (it replaces the run's layout, as in tensorboardX)."""
+        self.add_custom_scalars({category: {title: ["Multiline", tags]}})
+
+    def add_custom_scalars_marginchart(
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+    ) -> None:
+        """A layout of one Margin chart of three tags: value, lower, upper (it replaces the run's layout)."""
+        self.add_custom_scalars({category: {title: ["Margin", tags]}})
+
     @contextlib.contextmanager
     def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[SummaryWriter]:
         """Within the block, calls without `global_step` / `walltime` use these (tensorboardX's API)."""
@@ -383,6 +594,11 @@ class SummaryWriter:
             fields["wall_time"] = walltime
         return fields
 
+    def _publish_image(self, tag: str, nhwc: np.ndarray, step: Any, walltime: float | None) -> None:
+        pixels, height, width, channels = _image_pixels(nhwc)
+        fields = self._fields(walltime)
+        self._publish(Image(tag, step, pixels=pixels, height=height, width=width, channels=channels, **fields))
+
     def _series_origin(self, main_tag: str, tag: str) -> Origin:
         origin = self._series.get((main_tag, tag))
         if origin is None:
@@ -419,10 +635,9 @@ class SummaryWriter:
 
     # ---- not supported: fail loudly, say what to use instead ----
 
-    add_image = _unsupported("add_image", _IMAGES)
-    add_images = _unsupported("add_images", _IMAGES)
-    add_image_with_boxes = _unsupported("add_image_with_boxes", _IMAGES)
-    add_figure = _unsupported("add_figure", "save the figure to a file, or use tensorboardX.SummaryWriter.add_figure")
+    add_image_with_boxes = _unsupported(
+        "add_image_with_boxes", "draw the boxes into the image (torchvision.utils.draw_bounding_boxes), then add_image"
+    )
     add_video = _unsupported("add_video", "use tensorboardX.SummaryWriter.add_video or wandb.Video")
     add_audio = _unsupported("add_audio", "use tensorboardX.SummaryWriter.add_audio or wandb.Audio")
     add_graph = _unsupported("add_graph", "use torch.utils.tensorboard.SummaryWriter.add_graph once, outside the loop")
@@ -433,13 +648,6 @@ class SummaryWriter:
     add_pr_curve_raw = _unsupported("add_pr_curve_raw", "log precision/recall as scalars, or use tensorboardX")
     add_mesh = _unsupported("add_mesh", "use tensorboardX.SummaryWriter.add_mesh")
     add_tensor = _unsupported("add_tensor", "log scalars or a histogram of the tensor instead")
-    add_custom_scalars = _unsupported("add_custom_scalars", "use tensorboardX.SummaryWriter.add_custom_scalars")
-    add_custom_scalars_multilinechart = _unsupported(
-        "add_custom_scalars_multilinechart", "use tensorboardX.SummaryWriter.add_custom_scalars_multilinechart"
-    )
-    add_custom_scalars_marginchart = _unsupported(
-        "add_custom_scalars_marginchart", "use tensorboardX.SummaryWriter.add_custom_scalars_marginchart"
-    )
     export_scalars_to_json = _unsupported(
         "export_scalars_to_json", "add a JsonlSink or CsvSink to writer.logger; nothing is kept in memory here"
     )

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from bus import Event, Histogram, Hparams, Metrics, Scalar, Sink, Text
+from bus import Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text
 
 from ._jsonl import encode_lines
+from ._png import encode_png
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -65,6 +66,7 @@ class _Writes:
     metrics: list[tuple[str, float, int, int]] = field(default_factory=list)  # name, value, timestamp ms, step
     params: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # artifact path -> its text
+    images: dict[str, bytes] = field(default_factory=dict)  # artifact path -> PNG bytes
 
 
 class MLflowSink(Sink):
@@ -89,6 +91,8 @@ class MLflowSink(Sink):
     """
 
     isolation: ClassVar[Literal["none", "process"]] = "process"
+    # A ChartLayout is TensorBoard's own dashboard layout: nothing MLflow could show.
+    accepts: ClassVar[tuple[type[Event], ...] | None] = (Scalar, Metrics, Histogram, Text, Hparams, Image)
 
     def __init__(
         self,
@@ -215,6 +219,18 @@ class MLflowSink(Sink):
         run.params.update(writes.params)
         for path, text in writes.artifacts.items():
             client.log_text(run.run_id, text, path)
+        for path, png in writes.images.items():
+            _log_bytes(client, run.run_id, path, png)
+
+
+def _log_bytes(client: MlflowClient, run_id: str, path: str, data: bytes) -> None:
+    """Store `data` as the artifact `path` (MlflowClient logs files, not bytes)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / posixpath.basename(path)
+        local.write_bytes(data)
+        client.log_artifact(run_id, str(local), posixpath.dirname(path))
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -242,7 +258,7 @@ def _valid_name(name: str) -> bool:
 def _names(event: Event) -> list[str]:
     """Every name the event would give MLflow."""
     match event:
-        case Scalar(name=name) | Histogram(name=name) | Text(name=name):
+        case Scalar(name=name) | Histogram(name=name) | Text(name=name) | Image(name=name):
             return [name]
         case Metrics(values=values):
             return list(values)
@@ -271,5 +287,7 @@ def _add(event: Event, writes: _Writes) -> None:
             writes.metrics.extend((name, value, ms, step) for name, value in values.items())
         case Text(name=name, text=text, step=step):
             writes.artifacts[f"text/{name}/step_{step}.txt"] = text
+        case Image(name=name, step=step, pixels=pixels, height=height, width=width, channels=channels):
+            writes.images[f"images/{name}/step_{step}.png"] = encode_png(pixels, height, width, channels)
         case Histogram(name=name, step=step):
             writes.artifacts[f"histograms/{name}/step_{step}.json"] = encode_lines([event]).decode()

@@ -3,8 +3,10 @@
 Scalars are the hot path, so their Event protobuf (wall_time, step, one Summary) is encoded by
 hand: a double, a varint and a float around bytes cached per tag, framed as a TFRecord with
 crc32c. A test checks those bytes against tensorboardX's protobuf classes, which build the rare
-kinds (histograms, text, hparams). Each batch becomes one write per run, flushed at the end of
-the batch, so a live TensorBoard shows new points within the bus's `max_interval`.
+kinds (histograms, text, hparams, images, chart layouts). Images arrive as raw pixels and are
+encoded as PNG here (`sinks._png.encode_png`, zlib only), off the training thread. Each batch becomes one
+write per run, flushed at the end of the batch, so a live TensorBoard shows new points within
+the bus's `max_interval`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 import crc32c
 
-from bus import DEFAULT_ORIGIN, Event, Histogram, Hparams, Metrics, Origin, Scalar, Sink, Text
+from bus import DEFAULT_ORIGIN, ChartLayout, Event, Histogram, Hparams, Image, Metrics, Origin, Scalar, Sink, Text
+
+from ._png import encode_png
 
 __all__ = ["TensorBoardSink"]
 
@@ -136,7 +140,9 @@ class TensorBoardSink(Sink):
     any other origin writes into `logdir/<origin.label>`, so sites and ranks appear as runs side
     by side. Scalars and Metrics become scalar series (float32, as in every TensorBoard writer),
     Histogram a histogram (raw values binned into `histogram_bins` equal bins), Text a text
-    summary, Hparams the HPARAMS tab entry plus its metrics as scalars. Wall time and step are
+    summary, Hparams the HPARAMS tab entry plus its metrics as scalars, Image an image summary
+    (PNG, encoded here: grayscale stays one channel), ChartLayout the CUSTOM SCALARS tab's
+    layout (TensorBoard shows the latest of a run). Wall time and step are
     written as given. Runs in a worker process by default (`isolation = "process"`): encoding is
     pure Python and would otherwise take the training process's GIL.
     """
@@ -223,22 +229,31 @@ class TensorBoardSink(Sink):
         from tensorboardX.proto.summary_pb2 import Summary
 
         summaries: list[Any]
-        if isinstance(event, Histogram):
-            summaries = [Summary(value=[Summary.Value(tag=event.name, histo=self._histogram(event))])]
-        elif isinstance(event, Text):
-            from tensorboardX.summary import text
+        match event:
+            case Histogram(name=name):
+                summaries = [Summary(value=[Summary.Value(tag=name, histo=self._histogram(event))])]
+            case Text(name=name, text=text):
+                from tensorboardX.summary import text as text_summary
 
-            summaries = [text(event.name, event.text)]
-        elif isinstance(event, Hparams):
-            from tensorboardX.summary import hparams
+                summaries = [text_summary(name, text)]
+            case Hparams(params=params, metrics=metrics):
+                from tensorboardX.summary import hparams
 
-            # experiment, session start and session end: what the HPARAMS plugin reads
-            summaries = list(hparams(event.params, event.metrics))
-            if event.metrics:  # the plugin takes a session's metric values from scalar series
-                scalars = [Summary.Value(tag=k, simple_value=v) for k, v in event.metrics.items()]
-                summaries.append(Summary(value=scalars))
-        else:
-            return []
+                # experiment, session start and session end: what the HPARAMS plugin reads
+                summaries = list(hparams(params, metrics))
+                if metrics:  # the plugin takes a session's metric values from scalar series
+                    summaries.append(Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in metrics.items()]))
+            case Image(name=name, pixels=pixels, height=height, width=width, channels=channels):
+                png = encode_png(pixels, height, width, channels)
+                image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
+                summaries = [Summary(value=[Summary.Value(tag=name, image=image)])]
+            case ChartLayout(layout=layout):
+                from tensorboardX.summary import custom_scalars
+
+                # the tag custom_scalars__config__, the plugin's one record per run
+                summaries = [custom_scalars(layout)]
+            case Scalar() | Metrics():  # encoded by hand in _encode
+                return []
         return [
             EventProto(wall_time=event.wall_time, step=event.step, summary=s).SerializeToString() for s in summaries
         ]
@@ -255,19 +270,20 @@ class TensorBoardSink(Sink):
         values = values[np.isfinite(values)]
         if values.size == 0:
             return HistogramProto()
-        try:
-            counts, edges = np.histogram(values, bins=self.histogram_bins)
-        except ValueError:  # a range numpy cannot split into equal bins (tiny, or beyond float64)
-            counts, edges = np.array([values.size]), np.array([values.min(), values.max()])
-        return HistogramProto(
-            min=float(values.min()),
-            max=float(values.max()),
-            num=float(values.size),
-            sum=float(values.sum()),
-            sum_squares=float(np.dot(values, values)),
-            bucket_limit=edges[1:].tolist(),
-            bucket=counts.tolist(),
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # sums beyond float64 are inf, as they should
+            try:
+                counts, edges = np.histogram(values, bins=self.histogram_bins)
+            except ValueError:  # a range numpy cannot split into equal bins (tiny, or beyond float64)
+                counts, edges = np.array([values.size]), np.array([values.min(), values.max()])
+            return HistogramProto(
+                min=float(values.min()),
+                max=float(values.max()),
+                num=float(values.size),
+                sum=float(values.sum()),
+                sum_squares=float(np.dot(values, values)),
+                bucket_limit=edges[1:].tolist(),
+                bucket=counts.tolist(),
+            )
 
     def _run(self, origin: Origin) -> _Run:
         run = self._runs.get(origin)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 
-from bus import Event, Histogram, Hparams, Metrics, Scalar, Sink, Text
+from bus import Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text
 
 __all__ = ["STEP_KEY", "WandbSink"]
 
@@ -45,17 +45,20 @@ _WAIT_SLICE = 0.25
 
 
 class WandbSink(Sink):
-    """Logs every event type to Weights & Biases.
+    """Logs every event type but ChartLayout (a TensorBoard layout; W&B has no equivalent, so it is
+    not routed here) to Weights & Biases.
 
     One run per origin (named by `origin.label`), all in `group` (default: a generated name
     shared by this sink's runs), the NVIDIA FLARE pattern for sites and ranks. Values of one
     (origin, step) in a batch are merged into one `run.log` call (each call costs ~100-400 us of
-    Python). Histogram -> `wandb.Histogram`, Text -> a string value, Hparams -> the run config
-    (and its metrics logged at its step). `init_kwargs` go to `wandb.init` (a `settings` given
+    Python). Histogram -> `wandb.Histogram`, Image -> `wandb.Image` (made from the raw pixels on
+    the sink's call thread, which writes its PNG), Text -> a string value, Hparams -> the run
+    config (and its metrics logged at its step). `init_kwargs` go to `wandb.init` (a `settings` given
     there replaces ours). Runs in a worker process by default.
     """
 
     isolation: ClassVar[Literal["none", "process"]] = "process"
+    accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image)
 
     def __init__(
         self,
@@ -168,7 +171,7 @@ class WandbSink(Sink):
         for label, params in config:
             self._runs[label].config.update(params, allow_val_change=True)
         for label, step, values in rows:
-            row = {k: _histogram(wandb, v) if isinstance(v, Histogram) else v for k, v in values.items()}
+            row = {k: _media(wandb, v) for k, v in values.items()}
             row[STEP_KEY] = step
             self._runs[label].log(row)
 
@@ -249,19 +252,38 @@ def _plan(events: Sequence[Event]) -> tuple[list[Row], list[tuple[str, dict[str,
 
 
 def _values(event: Event) -> dict[str, Any]:
-    """An event's loggable values by name (histograms stay events until the call thread)."""
+    """An event's loggable values by name (histograms and images stay events until the call thread)."""
     match event:
         case Scalar(name=name, value=value):
             return {name: value}
         case Metrics(values=values):
             return values
-        case Histogram(name=name):
+        case Histogram(name=name) | Image(name=name):
             return {name: event}
         case Text(name=name, text=text):
             return {name: text}
         case Hparams(metrics=metrics):
             return metrics
     raise TypeError(f"not an event: {event!r}")
+
+
+def _media(wandb: Any, value: Any) -> Any:
+    """A row value as wandb logs it: histograms and images as wandb's media objects."""
+    match value:
+        case Histogram():
+            return _histogram(wandb, value)
+        case Image():
+            return _image(wandb, value)
+    return value
+
+
+def _image(wandb: Any, event: Image) -> Any:
+    """A wandb.Image of the raw pixels, through a PIL image of the exact mode: wandb's own numpy
+    path squeezes size-1 dimensions (a 1-pixel-high image would lose its row axis)."""
+    from PIL import Image as PILImage
+
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[event.channels]
+    return wandb.Image(PILImage.frombytes(mode, (event.width, event.height), event.pixels))
 
 
 def _histogram(wandb: Any, event: Histogram) -> Any:

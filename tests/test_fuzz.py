@@ -9,6 +9,7 @@ exactly, and no sink may fail, drop anything or leave its counters unbalanced.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import tempfile
 from collections.abc import Sequence
@@ -24,15 +25,19 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from PIL import Image as PILImage
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboardX.summary import custom_scalars
 
 from bus import (
     DEFAULT_ORIGIN,
+    ChartLayout,
     Context,
     Event,
     Histogram,
     Hparams,
+    Image,
     InvalidEvent,
     MetricBus,
     Metrics,
@@ -125,6 +130,52 @@ hostile_histogram_data = st.one_of(
     st.fixed_dictionaries({"values": hostile_sequences, "bucket_limits": hostile_sequences}),
     st.just({}),
 )
+
+
+def image_data(height: int, width: int, channels: int) -> st.SearchStrategy[dict[str, Any]]:
+    """Pixels of exactly height x width x channels bytes (bytes, bytearray or memoryview), with the
+    dimensions as ints or numpy integers."""
+    size = height * width * channels
+    pixels = st.binary(min_size=size, max_size=size)
+    return st.fixed_dictionaries(
+        {
+            "pixels": st.one_of(pixels, pixels.map(bytearray), pixels.map(memoryview)),
+            "height": st.sampled_from([height, np.int64(height)]),
+            "width": st.sampled_from([width, np.uint16(width)]),
+            "channels": st.sampled_from([channels, torch.tensor([channels])]),
+        }
+    )
+
+
+images = st.tuples(st.integers(1, 5), st.integers(1, 5), st.sampled_from([1, 3, 4])).flatmap(lambda s: image_data(*s))
+hostile_images = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "pixels": st.one_of(st.binary(max_size=8), junk, npst.arrays(np.uint8, (3,))),
+            "height": st.one_of(st.just(1), hostile_steps),
+            "width": st.one_of(st.just(1), hostile_steps),
+            "channels": st.one_of(st.sampled_from([0, 2, 5, 3]), hostile_steps),
+        }
+    ),
+    st.just({"pixels": b"", "height": 4096, "width": 4096, "channels": 5}),
+    st.just({"pixels": b"", "height": 4097, "width": 4096, "channels": 4}),  # beyond 64 MiB
+)
+charts = st.one_of(
+    st.tuples(st.just("Multiline"), st.lists(names, min_size=1, max_size=3)),
+    st.tuples(st.just("Margin"), st.lists(names, min_size=3, max_size=3)),
+)
+layouts = st.dictionaries(names, st.dictionaries(names, charts, max_size=3), max_size=3)
+hostile_charts = st.one_of(
+    junk,
+    st.tuples(st.one_of(hostile_texts, st.sampled_from(["multiline", "Margin"])), st.lists(names, max_size=4)),
+    st.tuples(st.just("Multiline"), st.one_of(st.lists(hostile_names, min_size=1, max_size=2), junk)),
+)
+hostile_layouts = st.one_of(
+    junk,
+    st.dictionaries(hostile_names, st.dictionaries(names, charts, max_size=1), min_size=1, max_size=2),
+    st.dictionaries(names, st.one_of(junk, st.dictionaries(hostile_names, charts, min_size=1)), min_size=1),
+    st.dictionaries(names, st.dictionaries(names, hostile_charts, min_size=1), min_size=1, max_size=2),
+)
 params = st.one_of(values, texts, st.booleans(), st.none(), st.lists(ints, max_size=2), numpy_values(any_dtype, SHAPES))
 hostile_params = st.one_of(hostile_ints, hostile_texts, tensors(TORCH_OTHER, SHAPES))
 contexts: st.SearchStrategy[dict[str, Any] | None] = st.one_of(
@@ -174,6 +225,8 @@ FIELDS: dict[type[Event], Strategies] = {
         ),
         "step": (steps, hostile_steps),
     },
+    Image: {"name": (names, hostile_names), "step": (steps, hostile_steps), "data": (images, hostile_images)},
+    ChartLayout: {"layout": (layouts, hostile_layouts), "step": (steps, hostile_steps)},
 }
 COMMON: Strategies = {"wall_time": (wall_times, hostile_wall_times), "context": (contexts, hostile_contexts)}
 
@@ -314,7 +367,8 @@ def check_jsonl(path: Path, events: Sequence[Event]) -> None:
     assert normalized(read_jsonl(path)) == normalized(expected)
 
 
-EVERYTHING = {"scalars": 0, "histograms": 0, "tensors": 0, "compressedHistograms": 0}
+EVERYTHING = {"scalars": 0, "histograms": 0, "tensors": 0, "compressedHistograms": 0, "images": 0}
+LAYOUT_TAG = "custom_scalars__config__"
 
 
 def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
@@ -328,6 +382,7 @@ def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
         scalars: dict[str, list[tuple[int, float, str]]] = {}
         texts: dict[str, list[tuple[int, float, list[bytes]]]] = {}
         histograms: dict[str, list[Histogram]] = {}
+        pictures: dict[str, list[Image]] = {}
         for event in run_events:
             pairs = event.metrics.items() if isinstance(event, Hparams) else metric_values([event])
             for *_, name, value in pairs:
@@ -338,6 +393,11 @@ def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
                 )
             if isinstance(event, Histogram):
                 histograms.setdefault(event.name, []).append(event)
+            if isinstance(event, Image):
+                pictures.setdefault(event.name, []).append(event)
+            if isinstance(event, ChartLayout):
+                layout_tensor = custom_scalars(event.layout).value[0].tensor
+                texts.setdefault(LAYOUT_TAG, []).append((event.step, event.wall_time, list(layout_tensor.string_val)))
         tags = acc.Tags()
         assert sorted(tags["scalars"]) == sorted(scalars)
         for tag, expected in scalars.items():
@@ -350,6 +410,10 @@ def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
         for tag, expected_histograms in histograms.items():
             for got_histogram, event in zip(acc.Histograms(tag), expected_histograms, strict=True):
                 check_histogram(got_histogram, event)
+        assert sorted(tags["images"]) == sorted(pictures)
+        for tag, expected_images in pictures.items():
+            for got_image, event in zip(acc.Images(tag), expected_images, strict=True):
+                check_image(got_image, event)
         hparams = [e for e in run_events if isinstance(e, Hparams)]
         if hparams:
             check_hparams(acc, hparams[0])
@@ -366,6 +430,14 @@ def check_histogram(got: Any, event: Histogram) -> None:
     else:
         assert list(h.bucket_limit) == list(event.bucket_limits or ())
         assert list(h.bucket) == list(event.bucket_counts or ())
+
+
+def check_image(got: Any, event: Image) -> None:
+    """The PNG decodes to exactly the pixels logged, in the mode of their channels."""
+    assert (got.step, got.wall_time, got.width, got.height) == (event.step, event.wall_time, event.width, event.height)
+    decoded = PILImage.open(io.BytesIO(got.encoded_image_string))
+    assert decoded.mode == {1: "L", 3: "RGB", 4: "RGBA"}[event.channels]
+    assert np.asarray(decoded).tobytes() == event.pixels
 
 
 def check_hparams(acc: EventAccumulator, event: Hparams) -> None:

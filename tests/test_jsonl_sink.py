@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import math
 from pathlib import Path
 
 import anyio
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus import Context, Event, Histogram, MetricBus, Metrics, Origin, Scalar, Text
+from bus import ChartLayout, Context, Event, Histogram, Image, MetricBus, Metrics, Origin, Scalar, Text
 from sinks import JsonlSink, read_jsonl
 from tests.helpers import normalized
 
@@ -31,6 +33,35 @@ events = st.one_of(
     st.builds(Metrics, st.dictionaries(names, floats, min_size=1, max_size=5), steps, **common),
     st.builds(Text, names, st.text(max_size=200), steps, **common),
     st.builds(Histogram, names, steps, values=st.lists(floats, min_size=1, max_size=20), **common),
+    st.tuples(st.integers(1, 5), st.integers(1, 5), st.sampled_from([1, 3, 4])).flatmap(
+        lambda shape: st.builds(
+            Image,
+            names,
+            steps,
+            pixels=st.binary(min_size=shape[0] * shape[1] * shape[2], max_size=shape[0] * shape[1] * shape[2]),
+            height=st.just(shape[0]),
+            width=st.just(shape[1]),
+            channels=st.just(shape[2]),
+            **common,
+        )
+    ),
+    st.builds(
+        ChartLayout,
+        st.dictionaries(
+            names,
+            st.dictionaries(
+                names,
+                st.one_of(
+                    st.tuples(st.just("Multiline"), st.lists(names, min_size=1, max_size=3)),
+                    st.tuples(st.just("Margin"), st.lists(names, min_size=3, max_size=3)),
+                ),
+                max_size=2,
+            ),
+            max_size=2,
+        ),
+        steps,
+        **common,
+    ),
 )
 
 
@@ -48,6 +79,20 @@ def test_jsonl_round_trip_gives_equal_events(tmp_path_factory: object, batch: li
     back = read_jsonl(path)
     assert [type(e) for e in back] == [type(e) for e in batch]
     assert normalized(back) == normalized(batch)
+
+
+def test_images_round_trip_byte_for_byte_even_where_their_base64_spells_null(tmp_path: Path) -> None:
+    """The sink looks for `null` (a NaN) to decide how to encode a batch; base64 can spell it."""
+    pixels = base64.b64decode("nullnull")  # 6 bytes whose base64 is "nullnull"
+    batch: list[Event] = [
+        Image("null", 1, pixels=pixels, height=2, width=1, channels=3, wall_time=1.0),
+        Image("big", 2, pixels=bytes(range(256)) * 48, height=64, width=64, channels=3, wall_time=2.0),
+        Scalar("nan", math.nan, step=1, wall_time=3.0),
+    ]
+    run(tmp_path / "events.jsonl", batch)
+    back = read_jsonl(tmp_path / "events.jsonl")
+    assert back[:2] == batch[:2] and isinstance(back[2], Scalar) and math.isnan(back[2].value)
+    assert b'"pixels":"nullnull"' in (tmp_path / "events.jsonl").read_bytes()
 
 
 def run(path: Path, events: list[Event]) -> None:

@@ -297,3 +297,20 @@ def test_importing_sinks_does_not_import_mlflow() -> None:
     code = "import sys, sinks; sinks.MLflowSink; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+async def test_images_become_png_artifacts_with_their_pixels(store: Path, experiment: str, tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    from bus import ChartLayout, Image
+
+    pixels = bytes(i % 256 for i in range(16 * 16 * 3))  # 16 x 16 RGB
+    layout = ChartLayout({"losses": {"all": ("Multiline", ["loss"])}})
+    async with MetricBus() as bus:
+        name = bus.add_sink(MLflowSink(dir=store, experiment=experiment), isolate="none")
+        await bus.publish(Image("sample", 7, pixels=pixels, height=16, width=16, channels=3))
+        await bus.publish(layout)  # TensorBoard's own dashboard layout: not routed to MLflow
+    assert bus.stats()[name].delivered == 1 and bus.stats()[name].dropped == {}
+    (run,) = runs_of(store, experiment).values()
+    local = client_of(store).download_artifacts(run.info.run_id, "images/sample/step_7.png", str(tmp_path))
+    assert PILImage.open(local).convert("RGB").tobytes() == pixels

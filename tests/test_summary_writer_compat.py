@@ -144,6 +144,9 @@ def silent_script(writer_class: Any, logdir: Path) -> None:
     writer.add_scalars("split", {"train": 0.5, "val": 0.4}, 0)
     writer.add_histogram("weights", np.arange(10.0), 0)
     writer.add_text("notes", "rank 1", 0)
+    writer.add_image("sample", np.zeros((3, 4, 4)), 0)
+    writer.add_images("batch", np.zeros((2, 3, 4, 4)), 0)
+    writer.add_custom_scalars({"losses": {"loss": ["Multiline", ["loss"]]}})
     writer.flush()
     writer.close()
     writer.add_scalar("loss", 0.4, 1)  # after close: tensorboardX's dummy writer still writes nothing
@@ -167,8 +170,11 @@ def test_write_to_disk_false_on_a_callers_logger_publishes_nothing_but_still_che
         writer.add_scalar("loss", torch.tensor([0.5]), 0)
         writer.add_scalars("split", {"train": 0.5}, 0)
         writer.add_hparams({"lr": 0.1}, {"hparam/acc": 0.9})
+        writer.add_image("sample", torch.zeros(3, 4, 4), 0)
         with pytest.raises(InvalidEvent):
             writer.add_scalar("loss", np.array([1.0, 2.0]), 1)
+        with pytest.raises(InvalidEvent, match="channels"):
+            writer.add_image("sample", torch.zeros(2, 4, 4), 1)
         writer.close()
         log.scalar("rank0_only", 1.0, 0)
     assert [type(e).__name__ for e in sink.events] == ["Scalar"] and sink.values("rank0_only") == [(0, 1.0)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -20,14 +21,17 @@ from typing import Any
 import anyio
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboardX.proto.event_pb2 import Event as EventProto
 from tensorboardX.proto.summary_pb2 import Summary
+from tensorboardX.summary import custom_scalars
+from tensorboardX.summary import image as tensorboardx_image
 
-from bus import Event, Histogram, Hparams, InvalidEvent, MetricBus, Metrics, Origin, Scalar, Text
+from bus import ChartLayout, Event, Histogram, Hparams, Image, InvalidEvent, MetricBus, Metrics, Origin, Scalar, Text
 from sinks import TensorBoardSink
 
 pytestmark = pytest.mark.anyio
@@ -147,6 +151,48 @@ async def test_text_and_hparams_reach_their_plugins(tmp_path: Path) -> None:
     assert [m.name.tag for m in experiment.metric_infos] == ["hparam/accuracy"]
     assert "_hparams_/session_end_info" in content
     assert [e.value for e in acc.Scalars("hparam/accuracy")] == [f32(0.93)]
+
+
+async def test_images_are_png_image_summaries_with_tensorboardxs_pixels_in_each_origins_run(
+    tmp_path: Path, isolate: str
+) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "rgb": rng.integers(0, 256, (9, 14, 3), dtype=np.uint8),
+        "rgba": rng.integers(0, 256, (5, 3, 4), dtype=np.uint8),
+        "gray": rng.integers(0, 256, (6, 1, 1), dtype=np.uint8),
+    }
+    site = Origin(site="site-1")
+    events: list[Event] = [
+        Image(tag, step, pixels=a.tobytes(), height=a.shape[0], width=a.shape[1], channels=a.shape[2], wall_time=1e9)
+        for step, (tag, a) in enumerate(arrays.items())
+    ]
+    events.append(Image("rgb", 7, pixels=arrays["rgb"].tobytes(), height=9, width=14, channels=3, origin=site))
+    await publish(tmp_path, events, isolate)
+    acc, site_acc = (EventAccumulator(str(d), size_guidance={"images": 0}) for d in (tmp_path, tmp_path / "site-1"))
+    acc.Reload()
+    site_acc.Reload()
+    assert sorted(acc.Tags()["images"]) == sorted(arrays) and site_acc.Tags()["images"] == ["rgb"]
+    for step, (tag, array) in enumerate(arrays.items()):
+        (got,) = acc.Images(tag)
+        theirs = tensorboardx_image(tag, array, dataformats="HWC").value[0].image  # what tensorboardX writes
+        assert (got.step, got.wall_time, got.width, got.height) == (step, 1e9, theirs.width, theirs.height)
+        ours = PILImage.open(io.BytesIO(got.encoded_image_string))
+        mode = "RGBA" if array.shape[2] == 4 else "RGB"  # tensorboardX writes grayscale as RGB
+        their_pixels = np.asarray(PILImage.open(io.BytesIO(theirs.encoded_image_string)).convert(mode))
+        assert np.array_equal(np.asarray(ours.convert(mode)), their_pixels)
+        assert np.array_equal(np.asarray(ours).reshape(array.shape), array)  # and exactly what was logged
+    (site_image,) = site_acc.Images("rgb")
+    assert site_image.step == 7 and site_image.encoded_image_string == acc.Images("rgb")[0].encoded_image_string
+
+
+async def test_a_chart_layout_is_tensorboardxs_custom_scalars_record(tmp_path: Path) -> None:
+    layout = {"Loss": {"both": ("Multiline", ("loss/train", "loss/val"))}, "Acc": {"m": ("Margin", ("a", "lo", "hi"))}}
+    await publish(tmp_path, [ChartLayout(layout, wall_time=1e9, step=3)])
+    (path,) = event_files(tmp_path)
+    records = list(RawEventFileLoader(str(path)).Load())
+    expected = EventProto(wall_time=1e9, step=3, summary=custom_scalars(layout)).SerializeToString()
+    assert records[1:] == [expected]
 
 
 async def test_one_run_per_origin_side_by_side(tmp_path: Path) -> None:

@@ -17,9 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 
-from bus import DeliveryError, Histogram, Hparams, MetricBus, Metrics, Origin, RetryPolicy, Scalar, SinkState, Text
+from bus import (
+    ChartLayout,
+    DeliveryError,
+    Histogram,
+    Hparams,
+    Image,
+    MetricBus,
+    Metrics,
+    Origin,
+    RetryPolicy,
+    Scalar,
+    SinkState,
+    Text,
+)
 from sinks import WandbSink
 from sinks._wandb import STEP_KEY
 from tests.helpers import wait_until_sync
@@ -77,6 +92,34 @@ async def test_histograms_and_text_read_back(tmp_path: Path) -> None:
     assert row["w"]["_type"] == "histogram" and sum(row["w"]["values"]) == 3  # NaN/inf fit no bin
     assert row["b"]["values"] == [2] * 500 and row["b"]["bins"] == [0, *range(2, 1001, 2)]
     assert row["sample"] == 'a, "quoted"\nline' and row[STEP_KEY] == 1
+
+
+async def test_images_are_wandb_images_in_the_row_of_their_step_and_layouts_are_not_sent(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb, gray, rgba = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(4, 5, 3), (1, 7, 1), (3, 2, 4)])
+    async with MetricBus() as bus:
+        sink = bus.add_sink(WandbSink(project="t", dir=tmp_path))  # in its worker process
+        await bus.publish(Scalar("loss", 0.5, step=3))
+        await bus.publish(Image("rgb", 3, pixels=rgb.tobytes(), height=4, width=5, channels=3))
+        await bus.publish(Image("gray_row", 3, pixels=gray.tobytes(), height=1, width=7, channels=1))
+        await bus.publish(Image("rgb", 3, pixels=rgba[:, :, :3].tobytes(), height=3, width=2, channels=3))
+        await bus.publish(Image("rgba", 1, pixels=rgba.tobytes(), height=3, width=2, channels=4))
+        await bus.publish(ChartLayout({"c": {"t": ("Multiline", ("loss",))}}))  # W&B has no such thing
+    assert bus.stats()[sink].published == bus.stats()[sink].delivered == 5
+    (run,) = read_runs(tmp_path).values()
+    (run_file,) = tmp_path.rglob("*.wandb")
+    files = run_file.parent / "files"  # where wandb keeps a run's media
+
+    def pixels(value: dict[str, Any]) -> np.ndarray:
+        assert value["_type"] == "image-file" and value["format"] == "png"
+        image = PILImage.open(files / value["path"])
+        assert image.size == (value["width"], value["height"])
+        return np.asarray(image).reshape(value["height"], value["width"], -1)
+
+    first, second, third = user_rows(run.history)  # the same name again at one step: a new row
+    assert (first[STEP_KEY], first["loss"], second[STEP_KEY], third[STEP_KEY]) == (3, 0.5, 3, 1)
+    assert np.array_equal(pixels(first["rgb"]), rgb) and np.array_equal(pixels(first["gray_row"]), gray)
+    assert np.array_equal(pixels(second["rgb"]), rgba[:, :, :3]) and np.array_equal(pixels(third["rgba"]), rgba)
 
 
 async def test_one_run_per_origin_in_one_group_with_config_and_hparams(tmp_path: Path) -> None:
