@@ -39,6 +39,10 @@ _live: weakref.WeakKeyDictionary[ProcessSink, int] = weakref.WeakKeyDictionary()
 class ProcessSink(Sink):
     """Wraps `inner` (which must be picklable before `open`) to run in its own process."""
 
+    # Only pipe I/O here, all awaited and cancellable: the bus's loop serves it directly, and the
+    # worker process is what the bus walks away from (killed) when it hangs.
+    blocking = False
+
     def __init__(self, inner: Sink, *, close_timeout: float = 30.0) -> None:
         if not isinstance(inner, Sink):
             raise InvalidConfig(f"ProcessSink needs a Sink, got {type(inner).__name__}")

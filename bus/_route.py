@@ -64,6 +64,7 @@ class Route:
         if config.when_full == "spill":
             self.spool = Spool(self.spool_dir, limit_bytes=config.spool_limit)
             self.spool.open()  # a previous run's spill: delivered first, counted as published here
+        self._plain = self.reducer is None and self.spool is None  # offer() may just append
         self.capacity = config.capacity
         self.accepting = True  # False once failed or finished: publishers never wait for it
         self.buf: deque[Event] = deque()
@@ -104,6 +105,12 @@ class Route:
     def offer(self, event: Event) -> None:
         """Take one event, applying the when-full policy. `block` callers checked room first."""
         self.published += 1
+        buf = self.buf
+        if self._plain and len(buf) < self.capacity:  # the hot path: room, nothing to fold or spill
+            buf.append(event)
+            if len(buf) >= self._wake_at:
+                self._wake()
+            return
         if self.state is SinkState.FAILED:
             self._drop(DropReason.SINK_FAILED, 1)
             return
@@ -201,6 +208,7 @@ class Route:
         self.last_error = f"{doing} within the shutdown timeout ({timeout}s)"
         self._lose(DropReason.SHUTDOWN_TIMEOUT)
         self.state = SinkState.FAILED
+        self._plain = False
         self._finish()
 
     def stats(self) -> SinkStats:
@@ -283,7 +291,7 @@ class Route:
 
     async def run(self) -> None:
         """Open the sink, write batches until closed and drained, then flush and close it."""
-        self._thread = SinkThread(self.name)
+        self._thread = SinkThread(self.name) if self.sink.blocking else None
         try:
             await self._attempt("open", self.sink.open)
             self.state = SinkState.OPEN
@@ -296,7 +304,8 @@ class Route:
                     await self._attempt("close", self.sink.close, retry=False)
         finally:
             self._finish()
-            self._thread.stop()
+            if self._thread is not None:
+                self._thread.stop()
 
     async def _pump(self) -> None:
         config = self.config
@@ -421,14 +430,13 @@ class Route:
     async def _attempt(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any, retry: bool = True) -> Any:
         """Call a sink method on its thread with the retry policy; raise `_Failed` when it keeps
         failing, or at once when it does not answer within the call timeout."""
-        assert self._thread is not None
         policy = self.config.retry
         attempts = policy.max_attempts if retry else 1
         for attempt in range(1, attempts + 1):
             self._calling = what
             try:
                 with anyio.move_on_after(self.config.call_timeout) as deadline:
-                    result = await self._thread.call(call, *args)
+                    result = await (self._thread.call(call, *args) if self._thread is not None else call(*args))
                 if deadline.cancelled_caught:
                     self.failed_attempts += 1
                     self.last_error = f"{what} did not return within call_timeout={self.config.call_timeout}s (hung)"
@@ -455,6 +463,7 @@ class Route:
         log.error("sink %r failed: %s; %d events it did not get are counted", self.name, self.last_error, lost)
         self.state = SinkState.FAILED
         self.accepting = False
+        self._plain = False  # what is offered from now on is counted as lost
         self._release_space()
         for waiter in self._flush_waiters:
             waiter.set()

@@ -20,9 +20,10 @@ class Sink(ABC):
     """A destination for events. The four methods are called one at a time (never concurrently),
     so a sink needs no locking of its own.
 
-    They run on the sink's own thread and event loop, never the bus's: a sink may block (write a
-    file, call an SDK) without holding up the bus or other sinks, and one that hangs is abandoned
-    at `call_timeout` or at the shutdown deadline. Heavy Python work belongs in a worker process
+    They run on the sink's own thread and event loop, never the bus's (unless the sink says it
+    never blocks, `blocking = False`): a sink may block (write a file, call an SDK) without
+    holding up the bus or other sinks, and one that hangs is abandoned at `call_timeout` or at
+    the shutdown deadline. Heavy Python work belongs in a worker process
     (`isolation = "process"`), off the training process's GIL.
     """
 
@@ -34,6 +35,12 @@ class Sink(ABC):
     #: (much Python per event) choose "process" so their work does not take the training
     #: process's GIL; such a sink must be picklable before `open`.
     isolation: ClassVar[Literal["none", "process"]] = "none"
+
+    #: True (the default): the sink's methods may block, so they run on the sink's own thread,
+    #: where a hang can be abandoned. False: they only await and never block (they touch memory,
+    #: or wait on pipes and sockets), so the bus awaits them on its own loop, without a thread
+    #: hop, and a deadline still cancels them.
+    blocking: ClassVar[bool] = True
 
     #: The sink's own default rate limit (W&B wants fewer rows than TensorBoard); None: every
     #: event. `add_sink(rate=...)` overrides it.

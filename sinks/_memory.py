@@ -12,6 +12,8 @@ __all__ = ["MemorySink"]
 class MemorySink(Sink):
     """Collects events in `events`, in arrival order; `values(name)` gives a scalar series."""
 
+    blocking = False  # only appends to a list: served on the bus's loop, no thread hop
+
     def __init__(self, name: str = "memory") -> None:
         self._name = name
         self.events: list[Event] = []
