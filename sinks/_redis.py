@@ -7,8 +7,9 @@ the worker processes use). A batch that is retried keeps its sequence number, so
 attempt did land in Redis (the reply was lost) the aggregator sees the same (producer id,
 sequence) twice and skips the second.
 
-The sink runs on its own thread and event loop, like every sink; it uses redis-py's asyncio
-client there. It never retries by itself: a failed XADD raises, and the route's `RetryPolicy`
+The sink only awaits redis-py's asyncio client (sockets, never a blocking call), so it says
+`blocking = False` and the bus awaits it on its own loop, without a thread hop; a deadline
+cancels a hung call like any other. It never retries by itself: a failed XADD raises, and the route's `RetryPolicy`
 waits and calls again, on a fresh connection. Give it a policy that covers the Redis outages you
 expect to ride out (the default one covers about a second): `retry=RetryPolicy(max_attempts=40,
 max_backoff=0.5)` is 20 s. Reconnections are counted in `SinkStats.restarts`.
@@ -77,6 +78,8 @@ class RedisSink(Sink):
     each XADD trims it to about that many entries (MAXLEN ~), so Redis memory stays bounded even
     when no aggregator reads; an aggregator more than `maxlen` entries behind loses the oldest
     (counted as gaps in `RedisSource.stats()`)."""
+
+    blocking = False  # only awaits the asyncio client: served on the bus's loop
 
     def __init__(
         self,
