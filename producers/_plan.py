@@ -189,13 +189,7 @@ def _logger_settings(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _sink(entry: object, key: str) -> tuple[Sink, dict[str, Any]]:
-    if not isinstance(entry, Mapping):
-        raise InvalidConfig(f"{key} must be a table with template = ..., got {entry!r}")
-    unknown = set(entry) - {"template", "settings", "options"}
-    if unknown:
-        raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}; expected template, settings, options")
-    template = entry.get("template")
-    factory = resolve(template, f"{key}.template")
+    entry, template, factory = _template(entry, key, extra=("options",))
     if not callable(factory):
         raise InvalidConfig(f"{key}.template: {template} is not a class or function")
     settings = _table(entry, key, "settings")
@@ -227,19 +221,26 @@ def _sink_options(entry: Mapping[str, Any], key: str) -> dict[str, Any]:
     return options
 
 
+def _template(entry: object, key: str, *, extra: tuple[str, ...] = ()) -> tuple[Mapping[str, Any], object, Any]:
+    """A `{template = "module.Name", settings = {...}}` table (and the `extra` keys it may have):
+    the table, its template and what the template names."""
+    if not isinstance(entry, Mapping):
+        raise InvalidConfig(f"{key} must be a table with template = ..., got {entry!r}")
+    allowed = ("template", "settings", *extra)
+    unknown = set(entry) - set(allowed)
+    if unknown:
+        raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}; expected {', '.join(allowed)}")
+    template = entry.get("template")
+    return entry, template, resolve(template, f"{key}.template")
+
+
 def _callback(entry: object) -> Callable[..., Any] | None:
     """OpenFL's log_metric_callback: a function taking (node_name, task_name, metric_name, metric,
     round_number), plus any `settings` as keyword arguments."""
     key = "log_metric_callback"
     if entry is None:
         return None
-    if not isinstance(entry, Mapping):
-        raise InvalidConfig(f"{key} must be a table with template = ...")
-    unknown = set(entry) - {"template", "settings"}
-    if unknown:
-        raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}; expected template, settings")
-    template = entry.get("template")
-    fn = resolve(template, f"{key}.template")
+    entry, template, fn = _template(entry, key)
     if not callable(fn):
         raise InvalidConfig(f"{key}.template: {template} is not callable")
     settings = _table(entry, key, "settings")
@@ -266,13 +267,7 @@ def _producers(entries: object) -> list[Callable[..., Any]]:
     made = []
     for i, entry in enumerate(entries):
         key = f"producers[{i}]"
-        if not isinstance(entry, Mapping):
-            raise InvalidConfig(f"{key} must be a table with template = ..., got {entry!r}")
-        unknown = set(entry) - {"template", "settings"}
-        if unknown:
-            raise InvalidConfig(f"{key}: unknown keys {sorted(unknown)}; expected template, settings")
-        template = entry.get("template")
-        factory = resolve(template, f"{key}.template")
+        entry, template, factory = _template(entry, key)
         if not callable(factory):
             raise InvalidConfig(f"{key}.template: {template} is not a class or function")
         try:
