@@ -78,7 +78,8 @@ class LoggerHandle:
 
         A built logger is forgotten once closed: frameworks end a stage (fit, train) and may start
         another (test, evaluate) with the same callback, which then opens a fresh logger over the
-        same sinks (files are appended to, TensorBoard adds an event file, W&B starts new runs).
+        same sinks (files are appended to, TensorBoard adds an event file to the same run, W&B
+        and MLflow continue the same runs).
         """
         if self._logger is None:
             return
