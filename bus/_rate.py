@@ -50,7 +50,7 @@ class _Window:
     running reduction (mean keeps a sum and a count)."""
 
     key: float
-    opened: float  # time.monotonic() when the window's first event arrived
+    arrived: float  # time.monotonic() when the window's latest event arrived
     step: int
     wall_time: float
     context: Context | None
@@ -84,13 +84,14 @@ class Reducer:
                 return [event]
 
     def expired(self) -> list[Event]:
-        """Rows of time windows open for a whole window's length: events are keyed by their own
-        wall time, but a row is released by the clock, so replayed old events are reduced the
-        same way and a service never gets more than `per_second` rows per origin."""
+        """Rows of time windows that heard nothing for a whole window's length. Windows are keyed
+        by the events' own wall time and close when a later window's event arrives, so a busy
+        origin gets exactly one row per window (replayed old events too); the clock only
+        releases the last row of an origin that went quiet."""
         if not self._width:
             return []
         now = time.monotonic()
-        done = [origin for origin, w in self._open.items() if now - w.opened >= self._width]
+        done = [origin for origin, w in self._open.items() if now - w.arrived >= self._width]
         return [self._close(origin) for origin in done]
 
     def drain(self) -> list[Event]:
@@ -117,6 +118,7 @@ class Reducer:
         else:
             self.reduced += 1
             window.step, window.wall_time, window.context = event.step, event.wall_time, event.context
+            window.arrived = time.monotonic()
         reduce = self.limit.reduce
         for name, value in values:
             if name not in window.values:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus import InvalidConfig, RetryPolicy, Sink, SinkConfig
+from bus import InvalidConfig, RateLimit, RetryPolicy, Sink, SinkConfig
 
 from ._frequency import LogFrequency
 from ._logger import MetricLogger
@@ -50,7 +50,18 @@ _LOGGER_KEYS = {
     "log_freq",
 }
 # add_sink's keyword options a plan can set (a `retry` table becomes a RetryPolicy).
-_SINK_OPTIONS = {"name", "capacity", "max_batch", "max_interval", "when_full", "retry", "isolate"}
+_SINK_OPTIONS = {
+    "name",
+    "capacity",
+    "max_batch",
+    "max_interval",
+    "when_full",
+    "retry",
+    "isolate",
+    "call_timeout",
+    "rate",
+    "spool_dir",
+}
 _OPENFL_CALL = ("node", "task", "metric", 0.0, 0)  # a sample call with OpenFL's five arguments
 
 
@@ -213,7 +224,12 @@ def _sink_options(entry: Mapping[str, Any], key: str) -> dict[str, Any]:
             if not isinstance(retry, Mapping):
                 raise InvalidConfig(f"retry must be a table, got {retry!r}")
             options["retry"] = RetryPolicy(**retry)
-        SinkConfig(**{k: v for k, v in options.items() if k in SinkConfig.__struct_fields__})
+        rate = options.get("rate")
+        if isinstance(rate, Mapping):  # rate = { per_second = 10, reduce = "mean" }; or "none"
+            options["rate"] = RateLimit(**rate)
+        elif rate not in (None, "none"):
+            raise InvalidConfig(f"rate must be a table or 'none', got {rate!r}")
+        SinkConfig(**{k: v for k, v in options.items() if k in SinkConfig.__struct_fields__ and k != "rate"})
     except (TypeError, ValueError) as exc:
         raise InvalidConfig(f"{key}.options: {exc}") from exc
     if options.get("isolate", "none") not in ("none", "process"):

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 
-from bus import Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text
+from bus import Event, Histogram, Hparams, Image, Metrics, RateLimit, Scalar, Sink, Text
 
 __all__ = ["STEP_KEY", "WandbSink"]
 
@@ -58,6 +58,11 @@ class WandbSink(Sink):
     """
 
     isolation: ClassVar[Literal["none", "process"]] = "process"
+    # W&B's guidance is at most ~1,000 log calls a minute per run, and each call costs ~90 us of
+    # CPU wherever it runs: measured, 3,000 steps of a ~1 ms loop took 1.35-1.59 s of CPU with a
+    # row per step and 0.48-0.50 s at 10 rows/s. So W&B gets 10 rows/s per run by default, each
+    # the mean of its window (the true curve); add_sink(rate="none") sends every step.
+    rate: ClassVar[RateLimit | None] = RateLimit(per_second=10, reduce="mean")
     accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image)
 
     def __init__(

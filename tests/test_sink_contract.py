@@ -149,7 +149,8 @@ async def test_everything_published_comes_out_in_batches_and_counters_balance(
     pickle.dumps(sink)  # every sink can be sent to a worker before it opens
     events = expected_events()
     async with MetricBus() as bus:
-        name = bus.add_sink(sink, max_batch=7, max_interval=3600, isolate=isolate)  # type: ignore[arg-type]
+        # rate="none": the contract is every event out (W&B's default rate limit is tested on its own)
+        name = bus.add_sink(sink, max_batch=7, max_interval=3600, isolate=isolate, rate="none")  # type: ignore[arg-type]
         assert (isolate == "process") == (type(bus._routes[-1].sink).__name__ == "ProcessSink")
         await bus.publish_many(events[:25])
         await bus.flush()
@@ -165,7 +166,7 @@ async def test_a_broken_destination_fails_only_its_own_sink(case: Case, tmp_path
     healthy = MemorySink("healthy")
     with pytest.raises(DeliveryError):
         async with MetricBus() as bus:
-            name = bus.add_sink(case.broken(tmp_path), retry=RetryPolicy(max_attempts=2, backoff=0.001))
+            name = bus.add_sink(case.broken(tmp_path), retry=RetryPolicy(max_attempts=2, backoff=0.001), rate="none")
             bus.add_sink(healthy)
             await bus.publish_many(expected_events())
     stats = bus.stats()[name]

@@ -60,7 +60,7 @@ def wandb_threads_done() -> bool:
 async def test_every_value_reads_back_one_row_per_step_out_of_order_steps_kept(tmp_path: Path) -> None:
     steps = [10, 5, 7, 7, 7, 0]  # backwards, repeated: wandb's own step= would drop most of these
     async with MetricBus() as bus:
-        bus.add_sink(WandbSink(project="t", dir=tmp_path), max_interval=3600)  # in its worker process
+        bus.add_sink(WandbSink(project="t", dir=tmp_path), max_interval=3600, rate="none")  # worker; every row
         for step in steps[:3]:
             await bus.publish(Scalar("loss", step / 10, step=step))
             await bus.publish(
@@ -83,7 +83,7 @@ async def test_every_value_reads_back_one_row_per_step_out_of_order_steps_kept(t
 async def test_histograms_and_text_read_back(tmp_path: Path) -> None:
     limits = tuple(float(i) for i in range(1, 1001))  # more buckets than wandb's 512: merged pairwise
     async with MetricBus() as bus:
-        bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none")
+        bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none", rate="none")
         await bus.publish(Histogram("w", 1, values=(1.0, 2.0, 2.0, math.nan, math.inf)))
         await bus.publish(Histogram("b", 1, bucket_limits=limits, bucket_counts=(1.0,) * 1000))
         await bus.publish(Text("sample", 'a, "quoted"\nline', step=1))
@@ -98,7 +98,7 @@ async def test_images_are_wandb_images_in_the_row_of_their_step_and_layouts_are_
     rng = np.random.default_rng(0)
     rgb, gray, rgba = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(4, 5, 3), (1, 7, 1), (3, 2, 4)])
     async with MetricBus() as bus:
-        sink = bus.add_sink(WandbSink(project="t", dir=tmp_path))  # in its worker process
+        sink = bus.add_sink(WandbSink(project="t", dir=tmp_path), rate="none")  # in its worker process
         await bus.publish(Scalar("loss", 0.5, step=3))
         await bus.publish(Image("rgb", 3, pixels=rgb.tobytes(), height=4, width=5, channels=3))
         await bus.publish(Image("gray_row", 3, pixels=gray.tobytes(), height=1, width=7, channels=1))
@@ -125,7 +125,7 @@ async def test_images_are_wandb_images_in_the_row_of_their_step_and_layouts_are_
 async def test_one_run_per_origin_in_one_group_with_config_and_hparams(tmp_path: Path) -> None:
     sink = WandbSink(project="fl", dir=tmp_path, config={"arch": "cnn"})
     async with MetricBus() as bus:
-        bus.add_sink(sink, isolate="none")
+        bus.add_sink(sink, isolate="none", rate="none")
         for rnd in range(3):
             for site in ("site-1", "site-2"):
                 await bus.publish(Scalar("val/acc", 0.5 + rnd / 10, step=rnd, origin=Origin(site=site)))
@@ -146,7 +146,7 @@ async def test_one_run_per_origin_in_one_group_with_config_and_hparams(tmp_path:
 
 async def test_names_wandb_reserves_are_counted_as_rejected(tmp_path: Path) -> None:
     async with MetricBus(raise_on_loss=False) as bus:
-        bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none")
+        bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none", rate="none")
         await bus.publish(Scalar(STEP_KEY, 1.0, step=0))
         await bus.publish(Metrics({"_step": 5.0, "ok": 2.0}, step=0))  # wandb would overwrite _step
         await bus.publish(Scalar("ok", 1.0, step=0))
@@ -244,3 +244,19 @@ def test_a_wandb_call_that_never_returns_does_not_keep_the_process_alive(hangs_i
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["failed"]
+
+
+async def test_by_default_w_and_b_gets_ten_rows_a_second_each_the_mean_of_its_window(tmp_path: Path) -> None:
+    t0 = 1_700_000_000.0
+    async with MetricBus() as bus:
+        name = bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none")
+        # two seconds of a 1 kHz loop, as far as the events' wall times say
+        await bus.publish_many(
+            [Scalar("loss", float(i), step=i, wall_time=t0 + (i + 0.5) / 1_000) for i in range(2_000)]
+        )
+    (run,) = read_runs(tmp_path).values()
+    rows = user_rows(run.history)
+    assert [row[STEP_KEY] for row in rows] == [w * 100 + 99 for w in range(20)]  # W&B's guidance: ~16 rows/s
+    assert [row["loss"] for row in rows] == [w * 100 + 49.5 for w in range(20)]  # the mean: the true curve
+    stats = bus.stats()[name]
+    assert stats.delivered == 20 and stats.reduced == 1_980 and stats.balanced

@@ -33,7 +33,7 @@ def test_sites_become_one_tensorboard_run_and_one_wandb_run_each_in_one_group(tm
     (tmp_path / "wb").mkdir()
     log = MetricLogger()
     log.add_sink(TensorBoardSink(tmp_path / "tb"))
-    log.add_sink(WandbSink(project="hello-pt", group="hello-pt", dir=tmp_path / "wb"))
+    log.add_sink(WandbSink(project="hello-pt", group="hello-pt", dir=tmp_path / "wb"), rate="none")  # every round
     start = threading.Barrier(len(SITES))
 
     def site(index: int) -> None:

@@ -187,6 +187,7 @@ def test_nvflare_sites_reach_one_wandb_group_as_a_run_per_site_via_metricbus_agg
         '[[sinks]]\ntemplate = "sinks.WandbSink"\n'
         'settings = { project = "nvflare-redis", group = "fl-job", mode = "offline", '
         f'dir = "{wandb_dir.as_posix()}" }}\n'
+        'options = { rate = "none" }\n'  # every round a row (W&B's default is 10 rows/s, reduced)
     )
     agg = start_aggregator(
         processes,
