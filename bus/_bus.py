@@ -243,18 +243,19 @@ class MetricBus:
         self._check_publishable(events)
         start, total = 0, len(events)
         while start < total:
-            room = min((route.room() for route in self._blocking), default=total)
+            room = self.room()
             if room == 0:
-                full = self._first_full()
-                assert full is not None
-                await full.wait_for_room()
+                await self.wait_for_room()
                 self._check_open()
                 continue
-            chunk = events[start : start + room] if (start, room) != (0, total) else events
-            for route in self._routes:
-                route.offer_many(_accepted(chunk, route))
+            chunk = events if start == 0 and room >= total else events[start : start + room]
+            self._deliver_many(chunk)
             start += len(chunk)
         await anyio.lowlevel.checkpoint()
+
+    def _deliver_many(self, events: Sequence[Event]) -> None:
+        for route in self._routes:
+            route.offer_many(_accepted(events, route))
 
     def _deliver(self, event: Event) -> None:
         kind = type(event)
@@ -308,8 +309,7 @@ class MetricBus:
     def publish_many_nowait(self, events: Sequence[Event]) -> None:
         """Deliver a batch that fits (`len(events) <= room()`) without waiting."""
         self._check_publishable(events)
-        for route in self._routes:
-            route.offer_many(_accepted(events, route))
+        self._deliver_many(events)
 
     def count_lost(self, kinds: Mapping[type[Event], int], reason: DropReason) -> None:
         """Count events that were published to this bus's producer but never reached it, by

@@ -51,10 +51,6 @@ class SinkThread:
         with contextlib.suppress(RuntimeError):  # the loop already closed
             self._loop.call_soon_threadsafe(self._stop_soon)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
     def _stop_soon(self) -> None:
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)

@@ -109,6 +109,7 @@ class MetricLogger:
         self.poll_interval = poll_interval
         self._lost: dict[type[Event], int] = {}  # dropped before the bus, not yet counted on it
         self._lost_lock = threading.Lock()
+        self._dropped_before_bus = 0  # already counted on the bus
         self._overflowing = False  # waited block_timeout once: drop until the bus catches up
         self._pid = os.getpid()
         self._freq = None if log_freq is None else LogFrequency.parse(log_freq)  # type: ignore[arg-type]
@@ -277,8 +278,6 @@ class MetricLogger:
     def dropped_before_bus(self) -> int:
         """Events dropped because the logger was full; also counted in every sink's stats."""
         return self._dropped_before_bus + sum(self._lost.values())
-
-    _dropped_before_bus = 0
 
     # ---- control from the training thread ----
 
