@@ -3,8 +3,10 @@
 Imports nothing heavy: no wandb, no tensorboardX, no torch, no numpy.
 """
 
+from . import wire
 from ._bus import MetricBus
-from ._config import RetryPolicy, SinkConfig, WhenFull
+from ._config import RetryPolicy, SinkConfig, WhenFull, sink_config
+from ._delivery import check_delivery, delivery_failures, describe_failure
 from ._errors import (
     BusClosed,
     BusFull,
@@ -33,11 +35,11 @@ from ._events import (
     Scalar,
     Text,
 )
-from ._process import ProcessSink
 from ._rate import RateLimit
 from ._sink import Sink
 from ._spool import read_spool
-from ._stats import DropReason, SinkState, SinkStats
+from ._stats import DropReason, SinkState, SinkStats, accepted_share
+from ._validate import known_names
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -60,7 +62,6 @@ __all__ = [
     "MetricBusError",
     "Metrics",
     "Origin",
-    "ProcessSink",
     "RateLimit",
     "RetryPolicy",
     "Scalar",
@@ -74,5 +75,12 @@ __all__ = [
     "WhenFull",
     "WorkerDied",
     "WorkerError",
+    "accepted_share",
+    "check_delivery",
+    "delivery_failures",
+    "describe_failure",
+    "known_names",
     "read_spool",
+    "sink_config",
+    "wire",
 ]

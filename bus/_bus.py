@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from types import TracebackType
@@ -13,13 +12,19 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from ._config import RetryPolicy, SinkConfig, WhenFull
-from ._errors import BusClosed, BusFull, BusStateError, DeliveryError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
+from ._claims import claim_sink, release_sink
+from ._config import RetryPolicy, SinkConfig, WhenFull, sink_config
+from ._delivery import check_delivery
+from ._errors import BusClosed, BusFull, BusStateError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
 from ._events import EVENT_TYPES, Event
+from ._host_link import HostLink
+from ._link_feed import LinkFeed
+from ._placement import Placement, place
+from ._pump import Pump
 from ._rate import RateLimit
 from ._route import Route
 from ._sink import Sink
-from ._stats import DropReason, SinkState, SinkStats
+from ._stats import DropReason, SinkStats, accepted_share
 
 __all__ = ["MetricBus"]
 
@@ -57,7 +62,11 @@ class MetricBus:
         self.raise_on_loss = raise_on_loss
         self._state = BusState.UNOPENED
         self._routes: list[Route] = []
-        self._blocking: list[Route] = []
+        self._blocking: list[Route | LinkFeed] = []  # what publishers wait for when it is full
+        self._feeds: dict[str, LinkFeed] = {}  # one per sink host: "" the shared one, else a sink's own
+        self._hosted: dict[str, tuple[LinkFeed, frozenset[type[Event]] | None]] = {}  # sink name -> its host
+        self._hosted_sinks: list[Sink] = []
+        self._pump: Pump | None = None
         self._task_group: TaskGroup | None = None
         self._publishes_since_yield = 0
         self._producers: list[tuple[Callable[[MetricBus], Awaitable[None]], anyio.CancelScope]] = []
@@ -74,6 +83,8 @@ class MetricBus:
         self._state = BusState.OPEN
         for route in self._routes:
             self._task_group.start_soon(route.run, name=f"metricbus sink {route.name}")
+        for feed in self._feeds.values():
+            self._task_group.start_soon(feed.run, name=f"metricbus host {feed.link.label}")
         for fn, scope in self._producers:
             self._task_group.start_soon(self._run_producer, fn, scope)
         return self
@@ -96,8 +107,12 @@ class MetricBus:
         self._state = BusState.CLOSING
         for _, scope in self._producers:
             scope.cancel()
+        deadline = anyio.current_time() + timeout
         for route in self._routes:
             route.request_close()
+        for feed in self._feeds.values():
+            feed.ship()
+            feed.link.begin_close()
         with anyio.move_on_after(timeout, shield=True):
             for route in self._routes:
                 await route.done.wait()
@@ -105,29 +120,25 @@ class MetricBus:
             if not route.done.is_set():
                 log.error("sink %r did not finish within the shutdown timeout (%ss)", route.name, self.shutdown_timeout)
                 route.abandon(self.shutdown_timeout)
+        for feed in self._feeds.values():  # the hosts closed meanwhile; each waits its own deadline
+            left = max(0.0, deadline - anyio.current_time())
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(feed.link.finish_close, left)
+        if self._pump is not None:
+            self._pump.stop()
         # Only abandoned sinks are still running, and they only await their threads' futures,
         # which a cancel ends at once: a hung sink is left behind on its own thread.
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
         self._state = BusState.CLOSED
-        for route in self._routes:
-            _release(route.given, self)
+        for sink in [route.given for route in self._routes] + self._hosted_sinks:
+            release_sink(sink, self)
         if raise_on_loss:
             self.check_delivery()
 
     def check_delivery(self) -> None:
         """Raise `DeliveryError` if some sink failed or lost events other than by its drop policy."""
-        stats = self.stats()
-        bad = [
-            s
-            for s in stats.values()
-            if s.state is SinkState.FAILED or any(reason != DropReason.FULL.value for reason in s.dropped)
-        ]
-        if bad:
-            lines = [
-                f"{s.name}: {s.state.value}, dropped {s.dropped}, last error: {s.last_error}{_saved(s)}" for s in bad
-            ]
-            raise DeliveryError("some sinks did not receive every event:\n  " + "\n  ".join(lines), stats)
+        check_delivery(self.stats())
 
     # ---- sinks ----
 
@@ -145,12 +156,15 @@ class MetricBus:
         rate: RateLimit | Literal["none"] | None = None,
         spool_dir: str | None = None,
         config: SinkConfig | None = None,
-        isolate: Literal["none", "process"] | None = None,
+        isolate: Placement | None = None,
     ) -> str:
         """Attach a sink; returns its name on this bus (the key in `stats()`).
 
-        Pass either the individual settings or a ready `SinkConfig`. `isolate="process"` runs the
-        sink in a worker process (see `ProcessSink`); the default is the sink's own `isolation`.
+        Pass either the individual settings or a ready `SinkConfig`. `isolate`: where the sink
+        runs: "none" (in this process, on its own thread), "host" (the bus's shared sink host
+        process) or "process" (a sink host of its own). By default a sink whose `isolation` is
+        "process" (W&B, MLflow) gets a host of its own and every other sink runs in this process:
+        the async bus keeps its sinks in-process unless asked (the sync `MetricLogger` moves them).
         `rate` (a `RateLimit`) gives this sink fewer, reduced rows; the default is the sink's own
         `rate`, and "none" turns that off.
         Sinks added while the bus is open start receiving events published from then on.
@@ -159,34 +173,55 @@ class MetricBus:
             raise BusClosed("cannot add a sink to a closing or closed bus")
         if not isinstance(sink, Sink):
             raise InvalidConfig(f"expected a Sink, got {type(sink).__name__}")
-        if config is None:
-            config = SinkConfig(
-                capacity=capacity,
-                max_batch=max_batch,
-                max_interval=max_interval,
-                when_full=when_full,
-                retry=retry if retry is not None else RetryPolicy(),
-                call_timeout=call_timeout,
-                rate=sink.rate if rate is None else None if rate == "none" else rate,
-                spool_dir=None if spool_dir is None else str(spool_dir),
-            )
+        config = sink_config(
+            sink.rate,
+            capacity=capacity,
+            max_batch=max_batch,
+            max_interval=max_interval,
+            when_full=when_full,
+            retry=retry,
+            call_timeout=call_timeout,
+            rate=rate,
+            spool_dir=spool_dir,
+            config=config,
+        )
         name = name if name is not None else sink.name
         for route in self._routes:
             if route.given is sink:
                 raise SinkAlreadyAdded(f"this {type(sink).__name__} is already on the bus as {route.name!r}")
-            if route.name == name:
-                raise SinkAlreadyAdded(f"a sink named {name!r} is already on the bus; pass name=... to add_sink")
-        isolate = isolate if isolate is not None else sink.isolation
-        if isolate not in ("none", "process"):
-            raise InvalidConfig(f"isolate must be 'none' or 'process', got {isolate!r}")
-        _claim(sink, self)
-        route = Route(name, sink, config, isolate=isolate)
+        if name in self.sink_names:
+            raise SinkAlreadyAdded(f"a sink named {name!r} is already on the bus; pass name=... to add_sink")
+        where, _ = place(sink, isolate, default="process" if sink.isolation == "process" else "none")
+        claim_sink(sink, self)
+        if where != "none":
+            self._add_hosted(name, sink, config, where)
+            return name
+        route = Route(name, sink, config)
         self._routes.append(route)
         if route.blocks:
             self._blocking.append(route)
         if self._task_group is not None and self._state is BusState.OPEN:
             self._task_group.start_soon(route.run, name=f"metricbus sink {name}")
         return name
+
+    def _add_hosted(self, name: str, sink: Sink, config: SinkConfig, where: Placement) -> None:
+        """Run `sink` in a sink host: the shared one ("host") or its own ("process")."""
+        key = "" if where == "host" else name
+        feed = self._feeds.get(key)
+        if feed is None:
+            if self._pump is None:
+                self._pump = Pump(0.01, name="metricbus pump (bus)")
+            link = HostLink("shared" if key == "" else "own", self._pump, shutdown_timeout=self.shutdown_timeout)
+            feed = self._feeds[key] = LinkFeed(link)
+            self._blocking.append(feed)
+            if self._task_group is not None and self._state is BusState.OPEN:
+                self._task_group.start_soon(feed.run, name=f"metricbus host {link.label}")
+        feed.ship()  # what was published before it is not its to get
+        feed.link.add_sink(name, sink, config)
+        accepts = None if sink.accepts is None else frozenset(sink.accepts)
+        feed.take(accepts)
+        self._hosted[name] = (feed, accepts)
+        self._hosted_sinks.append(sink)
 
     def add_producer(self, fn: Callable[[MetricBus], Awaitable[None]]) -> None:
         """Run `fn(bus)` as a task on the bus (a sampler, a bridge); it is cancelled when the bus
@@ -209,7 +244,7 @@ class MetricBus:
 
     @property
     def sink_names(self) -> list[str]:
-        return [route.name for route in self._routes]
+        return [route.name for route in self._routes] + list(self._hosted)
 
     # ---- publishing ----
 
@@ -234,7 +269,8 @@ class MetricBus:
             self._check_publishable((event,))
         full = self._first_full()
         if full is not None:
-            raise BusFull(f"sink {full.name!r} is full ({full.capacity} events) and its policy is 'block'")
+            what = f"sink {full.name!r}" if isinstance(full, Route) else f"the sink host {full.link.label!r}"
+            raise BusFull(f"{what} is full ({full.capacity} events) and its policy is 'block'")
         self._deliver(event)
 
     async def publish_many(self, events: Sequence[Event]) -> None:
@@ -256,16 +292,21 @@ class MetricBus:
     def _deliver_many(self, events: Sequence[Event]) -> None:
         for route in self._routes:
             route.offer_many(_accepted(events, route))
+        for feed in self._feeds.values():
+            feed.offer_many(_accepted(events, feed))
 
     def _deliver(self, event: Event) -> None:
         kind = type(event)
         for route in self._routes:
             if route.accepts is None or kind in route.accepts:
                 route.offer(event)
+        for feed in self._feeds.values():
+            if feed.accepts is None or kind in feed.accepts:
+                feed.offer(event)
 
-    def _first_full(self) -> Route | None:
+    def _first_full(self) -> Route | LinkFeed | None:
         for route in self._blocking:
-            if len(route.buf) >= route.capacity and route.accepting:
+            if route.room() == 0:
                 return route
         return None
 
@@ -289,9 +330,14 @@ class MetricBus:
         `TimeoutError` after `timeout` seconds; a sink that hangs is failed at its `call_timeout`."""
         self._check_open()
         waiters = [route.request_flush() for route in self._routes]
+        for feed in self._feeds.values():
+            feed.ship()
         with anyio.fail_after(timeout):
             for waiter in waiters:
                 await waiter.wait()
+            for feed in self._feeds.values():
+                with anyio.CancelScope(shield=True):  # a cancelled thread would leave the host's reply unread
+                    await anyio.to_thread.run_sync(feed.link.flush, timeout)
 
     # ---- for bridges that hold events before the bus (the sync logger) ----
 
@@ -329,40 +375,18 @@ class MetricBus:
                 if n:
                     s = stats[route.name]
                     stats[route.name] = msgspec.structs.replace(s, published=s.published + n, queued=s.queued + n)
+        hosts = {key: (feed.link.stats(), feed.held()) for key, feed in self._feeds.items()}
+        for name, (feed, accepts) in self._hosted.items():
+            key = next(k for k, f in self._feeds.items() if f is feed)
+            host_stats, pending = hosts[key]
+            s = host_stats[name]
+            n = accepted_share(pending, accepts) + (accepted_share(held, accepts) if held else 0)
+            stats[name] = msgspec.structs.replace(s, published=s.published + n, queued=s.queued + n) if n else s
         return stats
 
 
-def _saved(stats: SinkStats) -> str:
-    if stats.saved_to is None:
-        return ""
-    return f"; what it missed is saved in {stats.saved_to} (metricbus replay {stats.saved_to} --to ...)"
-
-
-def _accepted(events: Sequence[Event], route: Route) -> Sequence[Event]:
+def _accepted(events: Sequence[Event], route: Route | LinkFeed) -> Sequence[Event]:
     accepts = route.accepts
     if accepts is None:
         return events
     return [event for event in events if type(event) in accepts]
-
-
-# Which open bus holds each sink object, so that one sink on two buses (two loggers) is refused:
-# it would get every event twice, interleaved from two threads.
-_owners: dict[int, weakref.ref[MetricBus]] = {}
-
-
-def _claim(sink: Sink, bus: MetricBus) -> None:
-    ref = _owners.get(id(sink))
-    other = ref() if ref is not None else None
-    held = other is not None and other is not bus and other._state is not BusState.CLOSED
-    if held and any(route.given is sink for route in other._routes):  # type: ignore[union-attr]
-        raise SinkAlreadyAdded(
-            f"this {type(sink).__name__} is already on another open bus (another MetricLogger?); "
-            "a sink object can feed one bus at a time"
-        )
-    _owners[id(sink)] = weakref.ref(bus)
-
-
-def _release(sink: Sink, bus: MetricBus) -> None:
-    ref = _owners.get(id(sink))
-    if ref is not None and ref() in (bus, None):
-        del _owners[id(sink)]

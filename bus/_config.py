@@ -6,14 +6,14 @@ One documented type used by every sink (Vector's `batch`/`buffer` settings play 
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
 
 from ._errors import InvalidConfig
 from ._rate import RateLimit
 
-__all__ = ["RetryPolicy", "SinkConfig", "WhenFull"]
+__all__ = ["RetryPolicy", "SinkConfig", "WhenFull", "sink_config"]
 
 WhenFull = Literal["block", "drop_oldest", "drop_newest", "spill"]
 
@@ -80,3 +80,32 @@ class SinkConfig(msgspec.Struct, frozen=True):
             raise InvalidConfig(f"spool_limit must be an int >= 1 (bytes), got {self.spool_limit!r}")
         if not (self.call_timeout > 0 and math.isfinite(self.call_timeout)):
             raise InvalidConfig(f"call_timeout must be a positive number of seconds, got {self.call_timeout!r}")
+
+
+def sink_config(
+    default_rate: RateLimit | None,
+    *,
+    capacity: int = 10_000,
+    max_batch: int = 1_000,
+    max_interval: float = 1.0,
+    when_full: WhenFull = "block",
+    retry: RetryPolicy | None = None,
+    call_timeout: float = 120.0,
+    rate: RateLimit | Literal["none"] | None = None,
+    spool_dir: Any = None,
+    config: SinkConfig | None = None,
+) -> SinkConfig:
+    """The SinkConfig that `add_sink(**options)` means: `config` as given, or one built from the
+    individual settings. `rate` None keeps the sink's own `default_rate`; "none" turns it off."""
+    if config is not None:
+        return config
+    return SinkConfig(
+        capacity=capacity,
+        max_batch=max_batch,
+        max_interval=max_interval,
+        when_full=when_full,
+        retry=retry if retry is not None else RetryPolicy(),
+        call_timeout=call_timeout,
+        rate=default_rate if rate is None else None if rate == "none" else rate,
+        spool_dir=None if spool_dir is None else str(spool_dir),
+    )

@@ -14,14 +14,13 @@ import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
 from ._config import SinkConfig
 from ._errors import InvalidSinkResult
 from ._events import Event
-from ._process import ProcessSink
 from ._rate import Reducer
 from ._sink import Sink
 from ._sink_thread import SinkThread
@@ -47,13 +46,12 @@ class _Failed(Exception):
 
 
 class Route:
-    """The bus's side of one sink: `given` is the sink the user added, `sink` what the route
-    calls (the same sink on its own thread, or, with isolate="process", a ProcessSink around it)."""
+    """The bus's side of one sink: its buffer, batching, policy, retries and counters."""
 
-    def __init__(self, name: str, sink: Sink, config: SinkConfig, isolate: Literal["none", "process"] = "none") -> None:
+    def __init__(self, name: str, sink: Sink, config: SinkConfig) -> None:
         self.name = name
         self.given = sink
-        self.sink = ProcessSink(sink) if isolate == "process" and not isinstance(sink, ProcessSink) else sink
+        self.sink = sink
         self.config = config
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
@@ -88,6 +86,7 @@ class Route:
         # writes in a row without a success means the sink itself is broken, not its input.
         self._fail_limit = 2 * math.ceil(math.log2(config.max_batch + 1)) + 4
         self._failures_in_a_row = 0
+        self.on_settled: Callable[[], None] | None = None  # called after each batch the sink wrote
 
     # ---- publisher side (synchronous, on the loop thread) ----
 
@@ -406,6 +405,8 @@ class Route:
             self._drop(DropReason.REJECTED, rejected)
         self.batches += 1
         self._unsent = []
+        if self.on_settled is not None:
+            self.on_settled()
 
     async def _write_batch(self, events: Sequence[Event]) -> int:
         """The sink's write_batch, with its result checked: None or a count of refused events."""

@@ -23,18 +23,21 @@ class Sink(ABC):
     They run on the sink's own thread and event loop, never the bus's (unless the sink says it
     never blocks, `blocking = False`): a sink may block (write a file, call an SDK) without
     holding up the bus or other sinks, and one that hangs is abandoned at `call_timeout` or at
-    the shutdown deadline. Heavy Python work belongs in a worker process
-    (`isolation = "process"`), off the training process's GIL.
+    the shutdown deadline. Where that thread lives is `isolation`: a `MetricLogger` runs a sink
+    in a sink host process (off the training process and its GIL) unless it must stay.
     """
 
     #: Event types this sink wants; others are never routed to it (and never counted for it).
     #: None means every type.
     accepts: ClassVar[tuple[type[Event], ...] | None] = None
 
-    #: Where the bus runs this sink unless `add_sink(isolate=...)` says otherwise. Heavy sinks
-    #: (much Python per event) choose "process" so their work does not take the training
-    #: process's GIL; such a sink must be picklable before `open`.
-    isolation: ClassVar[Literal["none", "process"]] = "none"
+    #: Where this sink runs unless `add_sink(isolate=...)` says otherwise: "host" (the shared sink
+    #: host process), "process" (a sink host of its own: heavy sinks, much Python per event, that
+    #: would starve the others) or "none" (the publishing process: a sink whose results the
+    #: program reads, or that calls back into it). A sink that moves must pickle, with its class
+    #: importable by reference; one that cannot stays in the publishing process. The async
+    #: `MetricBus` keeps "host" sinks in its own process unless told otherwise.
+    isolation: ClassVar[Literal["none", "host", "process"]] = "host"
 
     #: True (the default): the sink's methods may block, so they run on the sink's own thread,
     #: where a hang can be abandoned. False: they only await and never block (they touch memory,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any
 
 import msgspec
 
-__all__ = ["DropReason", "SinkState", "SinkStats"]
+__all__ = ["DropReason", "SinkState", "SinkStats", "accepted_share"]
 
 
 class SinkState(str, Enum):
@@ -46,6 +48,7 @@ class SinkStats(msgspec.Struct, frozen=True):
     restarts: int = 0  # the sink restarted its backend (a worker process, a connection)
     reduced: int = 0  # folded by the sink's rate limit into another event's row (not lost)
     saved_to: str | None = None  # the spool directory holding what a failed sink missed
+    where: str = "local"  # where the sink runs: "local" (the publishing process) or "host <name>"
 
     @property
     def dropped_total(self) -> int:
@@ -55,3 +58,10 @@ class SinkStats(msgspec.Struct, frozen=True):
     def balanced(self) -> bool:
         """True when every published event is accounted for."""
         return self.published == self.delivered + self.dropped_total + self.reduced + self.queued + self.in_flight
+
+
+def accepted_share(kinds: Mapping[type[Any], int], accepts: frozenset[type[Any]] | None) -> int:
+    """How many of these events (counted by kind) a sink that takes `accepts` (None: all) takes."""
+    if accepts is None:
+        return sum(kinds.values())
+    return sum(n for kind, n in kinds.items() if kind in accepts)

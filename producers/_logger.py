@@ -1,31 +1,36 @@
 """MetricLogger: the synchronous front door for an ordinary training loop.
 
-The training thread builds a validated event and appends it to a deque (a few hundred ns); a
-background thread runs one `MetricBus` and drains the deque in batches every `poll_interval`.
-No per-call thread hand-off, no lock, no await on the training thread.
+The training process only appends. A logging call checks its arguments (cheap type checks; a
+bad value is an `InvalidEvent` here, at the call) and appends a tuple to a deque: no event
+object, no lock, no syscall. Every `poll_interval` the calling thread itself ships what it
+appended: one msgspec encode of the whole batch and one non-blocking write per sink host, so
+delivery never depends on a background thread of this process winning the GIL. The sinks run in
+sink host processes (`bus` places each sink, see `Sink.isolation`); only the sinks that cannot
+move, and producer tasks, run in this process (`LocalBus`). One background thread (the pump)
+reads the hosts' replies, finishes writes a full pipe held back, resolves GPU tensors, and ships
+for a loop that stopped logging.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
-from types import FrameType, TracebackType
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import repeat, starmap
+from types import TracebackType
 from typing import Any
 
-import anyio
-from anyio.from_thread import BlockingPortal
+import msgspec
 
 from bus import (
     DEFAULT_ORIGIN,
+    EVENT_TYPES,
     BusClosed,
     BusStateError,
     Context,
@@ -35,21 +40,39 @@ from bus import (
     Histogram,
     Hparams,
     InvalidConfig,
-    MetricBus,
+    InvalidEvent,
     Metrics,
     Origin,
     Scalar,
     Sink,
+    SinkAlreadyAdded,
+    SinkConfig,
     SinkStats,
     StopTraining,
     Text,
+    accepted_share,
+    check_delivery,
+    sink_config,
+    wire,
 )
+from bus.hosts import HostLink, Pump, claim_sink, place, release_sink
 
+from . import _signals as signals
 from ._frequency import LogFrequency
+from ._hot_path import ScalarCall, ScalarsCall, hot_calls
+from ._local_bus import LocalBus
+from ._signals import critical
+from ._tensor_values import Unresolved, is_tensor, tensor_value
 
 __all__ = ["MetricLogger"]
 
 log = logging.getLogger("metricbus")
+
+_MAX_STEP = 2**63 - 1
+_FLOAT = frozenset((float,))
+_EVENT_KINDS = frozenset(EVENT_TYPES)
+_time = time.time
+_NEVER = float("inf")
 
 
 def _backend_options(use_uvloop: bool | None) -> dict[str, Any]:
@@ -65,23 +88,26 @@ def _backend_options(use_uvloop: bool | None) -> dict[str, Any]:
 
 
 class MetricLogger:
-    """Log from synchronous code; events reach the sinks from a background thread.
+    """Log from synchronous code; the sinks run in sink host processes.
 
         with MetricLogger(sinks=[CsvSink("runs/exp1/metrics.csv")]) as log:
             for step in range(n):
                 log.scalars({"loss": loss, "lr": lr}, step=step)   # returns at once
 
     `sinks` are added with default settings; use `add_sink(sink, when_full=..., ...)` for others.
-    `log_freq` (an int N, "batch", "epoch" or a `LogFrequency`) skips calls before any event is
+    Each sink runs where its `isolation` says (the shared sink host, a host of its own, or this
+    process); `add_sink(isolate=...)` overrides it and `stats()[name].where` tells.
+    `log_freq` (an int N, "batch", "epoch" or a `LogFrequency`) skips calls before anything is
     built; `hparams` and `publish` are never skipped.
-    When `pending_limit` events wait for the bus (only when a `block` sink is full), logging
-    waits up to `block_timeout` seconds for room; past that the overflow is dropped and counted
-    (reason "block_timeout", in every sink's stats) until the bus catches up, so a stuck sink
-    costs the loop one `block_timeout` at most. With only drop-policy sinks logging never waits;
-    the overflow is counted as "full".
+    What was logged is shipped every `poll_interval` seconds, by the logging call itself (or by
+    the pump thread when the loop stops logging): a kill -9 of this process loses at most that.
+    When `pending_limit` events wait because the hosts are behind (only when a `block` sink is
+    full), logging waits up to `block_timeout` seconds; past that the overflow is dropped and
+    counted (reason "block_timeout", in every sink's stats) until the hosts catch up. With only
+    drop-policy sinks logging never waits; the overflow is counted as "full".
     A script that ends without `close()` (or `with`), by an exception, `sys.exit`, SIGTERM or
-    Ctrl-C still drains: an exit hook closes every open logger before the interpreter shuts down
-    its thread pools, and reports on stderr what could not be delivered.
+    Ctrl-C still drains: an exit hook closes every open logger, and reports on stderr what could
+    not be delivered. The sink hosts outlive a crash of this process and write what they got.
     """
 
     def __init__(
@@ -99,251 +125,433 @@ class MetricLogger:
         handle_sigterm: bool = True,
         log_freq: int | str | LogFrequency | None = None,
     ) -> None:
-        if pending_limit < 1 or block_timeout <= 0 or poll_interval <= 0:
-            raise InvalidConfig("pending_limit, block_timeout and poll_interval must be positive")
-        self._origin = origin
-        self._context = context
-        self._plain = origin is DEFAULT_ORIGIN and context is None  # events need no origin/context
+        if pending_limit < 1 or block_timeout <= 0 or poll_interval <= 0 or shutdown_timeout <= 0:
+            raise InvalidConfig("pending_limit, block_timeout, poll_interval and shutdown_timeout must be positive")
+        if type(origin) is not Origin:
+            raise InvalidEvent("origin", origin, "must be an Origin")
+        if context is not None and type(context) is not Context:
+            raise InvalidEvent("context", context, "must be a Context or None")
+        self.shutdown_timeout = shutdown_timeout
+        self.raise_on_loss = raise_on_loss
         self.pending_limit = pending_limit
         self.block_timeout = block_timeout
         self.poll_interval = poll_interval
-        self._lost: dict[type[Event], int] = {}  # dropped before the bus, not yet counted on it
-        self._lost_lock = threading.Lock()
-        self._dropped_before_bus = 0  # already counted on the bus
-        self._overflowing = False  # waited block_timeout once: drop until the bus catches up
-        self._pid = os.getpid()
+        self._backend = _backend_options(use_uvloop)
         self._freq = None if log_freq is None else LogFrequency.parse(log_freq)  # type: ignore[arg-type]
-        self._pending: deque[Event] = deque()
-        self._room = threading.Event()
+        self._scope: wire.Scope = (origin, context)
+        self._pid = os.getpid()
+        # the hot path's state: rows appended by any thread; shipped under _ship_lock
+        self._pending: deque[Any] = deque()
+        self._due_at = [_time() + poll_interval]  # when the next batch ships; -inf: every call checks in
+        self._ship_lock = threading.RLock()
+        self._resolving: deque[Unresolved] = deque()  # batches waiting for tensor values, in order
         self._closed = False
         self._stop_reason: str | None = None
-        self._quiet = True  # not closed and no stop requested: the hot path may just append
-        self._bus = MetricBus(sinks, shutdown_timeout=shutdown_timeout, raise_on_loss=raise_on_loss)
-        self._portal: BlockingPortal | None = None
-        self._stop: anyio.Event | None = None
-        self._poll_scope: anyio.CancelScope | None = None
-        self._drain_lock: anyio.Lock | None = None
+        self._overflowing = False  # waited block_timeout once: drop until the hosts catch up
+        self._lost: dict[tuple[type[Event], DropReason], int] = {}  # dropped before any sink
+        self._lossless = False  # some sink is 'block': a full pipeline makes logging wait
+        # where the sinks run
+        self._pump = Pump(poll_interval)
+        self._pump.ticks.append(self._tick)
+        self._links: dict[str, HostLink] = {}  # "" for the shared host, else the sink's own
+        self._placed: dict[str, HostLink | None] = {}  # sink name -> its host (None: this process)
+        self._accepts: dict[str, frozenset[type[Event]] | None] = {}
+        self._sinks: list[Sink] = []  # claimed: one sink object feeds one logger at a time
+        self._local: LocalBus | None = None
+        self._final: Mapping[str, SinkStats] | None = None
         self._error: BaseException | None = None
-        self._final_stats: Mapping[str, SinkStats] = {}
-        self._ready = threading.Event()
-        self._thread = threading.Thread(
-            target=anyio.run,
-            args=(self._main,),
-            kwargs={"backend": "asyncio", "backend_options": _backend_options(use_uvloop)},
-            name="metricbus",
-            daemon=True,  # atexit below drains it; a daemon thread never blocks interpreter exit
-        )
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+        self.scalar, self.scalars = hot_calls(self, self._pending, self._due_at, self._freq)
         _open_loggers.add(self)
-        self._previous_sigterm: Any = None
-        if handle_sigterm:
-            self._install_sigterm()
+        try:
+            for sink in sinks:
+                self.add_sink(sink)
+        except BaseException:
+            self._abort()
+            raise
+        signals.install(sigterm=handle_sigterm)
 
-    # ---- the training thread's hot path ----
+    # ---- the training thread's hot path: `scalar` and `scalars` (see _hot_path.py) ----
 
-    def scalar(
-        self, name: str, value: float, step: int, *, wall_time: float | None = None, epoch_end: bool = False
-    ) -> None:
-        """Log one value. Raises `InvalidEvent` here, at the call, for a bad name/value/step."""
-        if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
-            return  # skipped before anything is built
-        if wall_time is None and self._plain:
-            event = Scalar(name, value, step)
+    scalar: ScalarCall
+    scalars: ScalarsCall
+
+    def _scalar_slow(self, name: object, value: object, step: object, wall_time: float | None) -> None:
+        """`scalar` for what its fast path does not take: new names, ints, numpy values, tensors,
+        an explicit wall time; and any call once the logger is closed or asked to stop."""
+        if is_tensor(value):
+            checked = Scalar(name, 0.0, step, wall_time=_now(wall_time))  # type: ignore[arg-type]
+            row: tuple[Any, ...] = (checked.name, tensor_value(value, "value"), checked.step, checked.wall_time)
         else:
-            event = Scalar(name, value, step, wall_time=_now(wall_time), origin=self.origin, context=self.context)
-        pending = self._pending
-        if self._quiet and len(pending) < self.pending_limit:  # the hot path: one append
-            pending.append(event)
-        else:
-            self._put(event)
+            event = Scalar(name, value, step, wall_time=_now(wall_time))  # type: ignore[arg-type]
+            row = (event.name, event.value, event.step, event.wall_time)
+        self._pending.append(row)
+        self._due(row[3])
 
-    def scalars(
-        self, values: Mapping[str, float], step: int, *, wall_time: float | None = None, epoch_end: bool = False
-    ) -> None:
-        """Log many values at one step as one `Metrics` event (one W&B row, one CSV row)."""
-        if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
-            return
-        if wall_time is None and self._plain:
-            event = Metrics(values, step)  # type: ignore[arg-type]
-        else:
-            event = Metrics(values, step, wall_time=_now(wall_time), origin=self.origin, context=self.context)  # type: ignore[arg-type]
-        pending = self._pending
-        if self._quiet and len(pending) < self.pending_limit:
-            pending.append(event)
-        else:
-            self._put(event)
+    def _scalars_slow(self, values: object, step: object, wall_time: float | None) -> None:
+        tensors: dict[str, Any] = {}
+        if isinstance(values, Mapping):
+            tensors = {k: v for k, v in values.items() if is_tensor(v)}
+            if tensors:
+                values = {k: 0.0 if k in tensors else v for k, v in values.items()}
+        event = Metrics(values, step, wall_time=_now(wall_time))  # type: ignore[arg-type]
+        checked = dict(event.values)
+        for key, value in tensors.items():
+            checked[key] = tensor_value(value, f"values[{key!r}]")
+        self._pending.append([checked, event.step, event.wall_time])
+        self._due(event.wall_time)
 
-    @property
-    def origin(self) -> Origin:
-        """The origin of every event this logger builds."""
-        return self._origin
-
-    @origin.setter
-    def origin(self, origin: Origin) -> None:
-        self._origin = origin
-        self._plain = origin is DEFAULT_ORIGIN and self._context is None
-
-    @property
-    def context(self) -> Context | None:
-        """The context of every event this logger builds from now on (e.g. the current epoch)."""
-        return self._context
-
-    @context.setter
-    def context(self, context: Context | None) -> None:
-        self._context = context
-        self._plain = self._origin is DEFAULT_ORIGIN and context is None
+    # ---- the other calls (validated as events, shipped whole) ----
 
     def histogram(self, name: str, values: Any, step: int, *, epoch_end: bool = False) -> None:
         """Log a distribution (list, numpy array or tensor); sinks bin it off this thread."""
         if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
             return
-        self._put(Histogram(name, step, values=values, origin=self.origin, context=self.context))
+        self.publish(Histogram(name, step, values=values, origin=self.origin, context=self.context))
 
     def text(self, name: str, text: str, step: int, *, epoch_end: bool = False) -> None:
         """Log a piece of text."""
         if self._freq is not None and not self._freq(step, epoch_end=epoch_end):
             return
-        self._put(Text(name, text, step, origin=self.origin, context=self.context))
+        self.publish(Text(name, text, step, origin=self.origin, context=self.context))
 
     def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
         """Log the run's hyperparameters (and, optionally, the metrics they produced)."""
-        self._put(Hparams(dict(params), dict(metrics or {}), origin=self.origin, context=self.context))
+        self.publish(Hparams(dict(params), dict(metrics or {}), origin=self.origin, context=self.context))
 
     def publish(self, event: Event) -> None:
         """Log a ready-made event as is (its own origin and context are kept)."""
-        self._put(event)
+        if type(event) not in _EVENT_KINDS:
+            raise InvalidEvent("event", event, "must be a metricbus event (Scalar, Metrics, Histogram, ...)")
+        self._pending.append(event)
+        self._due(_time())
 
-    def _put(self, event: Event) -> None:
+    # ---- shipping ----
+
+    def _due(self, now: float) -> None:
+        """Ship what is pending (the calling thread does it itself), or raise what the logger has
+        to say: closed, a forked child, a stop requested."""
         if self._closed:
+            self._pending.clear()
             self._raise_closed()
-        pending = self._pending
-        if len(pending) >= self.pending_limit and not self._make_room():
-            self._count_lost(type(event))
-            return
-        pending.append(event)
+        if not self._ship_lock.acquire(blocking=False):
+            return  # another thread is shipping right now: it takes this one along
+        try:
+            self._ship()
+            self._due_at[0] = now + self.poll_interval if self._stop_reason is None else -_NEVER
+            if self._held() > self.pending_limit:
+                self._make_room()
+        finally:
+            self._ship_lock.release()
         if self._stop_reason is not None:
             self._raise_stop()
 
-    def _raise_closed(self) -> None:
-        if self._pid != os.getpid():
-            raise BusStateError(
-                f"this MetricLogger belongs to process {self._pid}; a forked child cannot log through it "
-                "(its bus thread did not survive the fork): create a MetricLogger in the child"
-            )
-        raise BusClosed("this MetricLogger is closed")
+    def _ship(self) -> None:
+        """Encode everything pending once and send it to every host (lock held). A signal cannot
+        cut it between taking the batch and handing it over (see _signals.py)."""
+        pending = self._pending
+        n = len(pending)
+        if not n:
+            return
+        with critical():
+            items = list(starmap(pending.popleft, repeat((), n)))
+            if self._overflowing and self._held() > self.pending_limit:
+                self._count_lost(items, DropReason.BLOCK_TIMEOUT if self._lossless else DropReason.FULL)
+                return
+            if self._resolving:  # a batch ahead of it waits for tensor values: keep the order
+                self._resolving.append(Unresolved(self._scope, items))
+                return
+            try:
+                body = wire.encode((self._scope,), items)
+            except TypeError:  # tensors in it: the pump reads them, off this thread, then sends
+                self._resolving.append(Unresolved(self._scope, items))
+                self._pump.wake()
+                return
+            self._send(body, items)
 
-    def request_stop(self, reason: str) -> None:
-        """Ask the training loop to stop: the next logging call raises `StopTraining(reason)`
-        (after the event it carries has been queued). Safe to call from any thread."""
-        if self._stop_reason is None:
-            self._stop_reason = reason
-            self._quiet = False
+    def _send(self, body: bytes, items: Sequence[Any]) -> None:
+        for link in self._links.values():
+            link.send_batch(body, items)
+        if self._local is not None:
+            self._local.post(body, items)
 
-    def _raise_stop(self) -> None:
-        reason, self._stop_reason = self._stop_reason, None
-        self._quiet = not self._closed
-        raise StopTraining(reason)
+    def _tick(self) -> None:
+        """The pump's turn: resolve tensor batches, and ship for a loop that went quiet."""
+        if self._pid != os.getpid() or not self._ship_lock.acquire(blocking=False):
+            return  # the training thread is shipping (or waiting for room) itself
+        try:
+            self._resolve()
+            if self._pending and _time() >= self._due_at[0] and not self._closed:
+                self._ship()
+                self._due_at[0] = _time() + self.poll_interval if self._stop_reason is None else -_NEVER
+        finally:
+            self._ship_lock.release()
 
-    def _make_room(self) -> bool:
-        """The bus is behind. Wait (up to `block_timeout`) for room if some sink is lossless;
-        False means the event is to be dropped and counted."""
-        if not self._bus._blocking or self._overflowing:
-            return False
+    def _resolve(self) -> None:
+        """Send the batches whose tensor values have landed, in order (the pump, lock held)."""
+        while self._resolving:
+            head = self._resolving[0]
+            items = head.values()
+            if items is None:
+                return
+            with critical():
+                self._resolving.popleft()
+                self._send(wire.encode((head.scope,), items), items)
+
+    def _wait_resolved(self, deadline: float | None) -> bool:
+        """Wait (without the lock) until the pump has sent every batch with tensors; False if
+        `deadline` (time.monotonic()) came first."""
+        while self._resolving:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._pump.wake()
+            time.sleep(0.0005)
+        return True
+
+    def _held(self) -> int:
+        """Events logged and not yet taken by a host's pipe (nor by the local bus)."""
+        held = len(self._pending) + sum(len(batch.items) for batch in self._resolving)
+        return (
+            held
+            + sum(link.backlog_events for link in self._links.values())
+            + (self._local.backlog if self._local is not None else 0)
+        )
+
+    def _make_room(self) -> None:
+        """The hosts are behind. Wait (up to `block_timeout`) for them to catch up if some sink
+        is lossless; else, or after that, drop and count what does not fit (lock held)."""
+        if not self._lossless or self._overflowing:
+            self._overflowing = True
+            return
         deadline = time.monotonic() + self.block_timeout
-        while len(self._pending) >= self.pending_limit:
-            self._room.clear()
-            if len(self._pending) < self.pending_limit:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._room.wait(remaining):
-                if len(self._pending) < self.pending_limit:
-                    break
+        while self._held() > self.pending_limit:
+            if time.monotonic() >= deadline:
                 log.error(
                     "metricbus: a 'block' sink kept the logger full for %ss; dropping (and counting) "
                     "what does not fit until it catches up; see log.stats()",
                     self.block_timeout,
                 )
                 self._overflowing = True
-                return False
-        return True
+                return
+            self._pump.wake()
+            time.sleep(0.001)
+        self._overflowing = False
 
-    def _count_lost(self, kind: type[Event]) -> None:
-        with self._lost_lock:
-            self._lost[kind] = self._lost.get(kind, 0) + 1
+    def _count_lost(self, items: Iterable[Any], reason: DropReason) -> None:
+        for kind, n in wire.item_kinds(items).items():
+            self._lost[kind, reason] = self._lost.get((kind, reason), 0) + n
 
     @property
     def dropped_before_bus(self) -> int:
         """Events dropped because the logger was full; also counted in every sink's stats."""
-        return self._dropped_before_bus + sum(self._lost.values())
+        return sum(self._lost.values())
 
-    # ---- control from the training thread ----
-
-    def add_sink(self, sink: Sink, **options: Any) -> str:
-        """Attach another sink while running; `options` as for `MetricBus.add_sink`."""
-        name: str = self._call(lambda: self._bus.add_sink(sink, **options))
-        return name
-
-    def add_producer(self, fn: Any) -> None:
-        """Run `async fn(bus)` on the bus's thread until close (see `MetricBus.add_producer`)."""
-        self._call(lambda: self._bus.add_producer(fn))
+    # ---- origin and context ----
 
     @property
-    def bus(self) -> MetricBus:
-        """The bus behind this logger. Use it only from its own thread (producers, sinks)."""
-        return self._bus
+    def origin(self) -> Origin:
+        """The origin of every event this logger builds."""
+        return self._scope[0]
+
+    @origin.setter
+    def origin(self, origin: Origin) -> None:
+        if type(origin) is not Origin:
+            raise InvalidEvent("origin", origin, "must be an Origin")
+        self._set_scope((origin, self._scope[1]))
+
+    @property
+    def context(self) -> Context | None:
+        """The context of every event this logger builds from now on (e.g. the current epoch)."""
+        return self._scope[1]
+
+    @context.setter
+    def context(self, context: Context | None) -> None:
+        if context is not None and type(context) is not Context:
+            raise InvalidEvent("context", context, "must be a Context or None")
+        self._set_scope((self._scope[0], context))
+
+    def _set_scope(self, scope: wire.Scope) -> None:
+        """What was logged before keeps the scope it was logged in: ship it first."""
+        with self._ship_lock:
+            if not self._closed:
+                self._ship()
+            self._scope = scope
+
+    # ---- stopping the loop ----
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the training loop to stop: the next logging call raises `StopTraining(reason)`
+        (after the event it carries has been queued). Safe to call from any thread."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._due_at[0] = -_NEVER
+
+    def _raise_stop(self) -> None:
+        reason, self._stop_reason = self._stop_reason, None
+        if reason is not None:
+            self._due_at[0] = _time() + self.poll_interval
+            raise StopTraining(reason)
+
+    def _raise_closed(self) -> None:
+        if self._pid != os.getpid():
+            raise BusStateError(
+                f"this MetricLogger belongs to process {self._pid}; a forked child cannot log through it "
+                "(its sink hosts and threads belong to the parent): create a MetricLogger in the child"
+            )
+        raise BusClosed("this MetricLogger is closed")
+
+    # ---- sinks and producers ----
+
+    def add_sink(self, sink: Sink, *, isolate: str | None = None, **options: Any) -> str:
+        """Attach a sink (from now on); `options` as for `MetricBus.add_sink`. `isolate`: where it
+        runs ("none": this process, "host": the shared sink host, "process": a host of its own);
+        default: the sink's own `isolation`, or this process if it cannot move."""
+        if self._closed:
+            self._raise_closed()
+        if not isinstance(sink, Sink):
+            raise InvalidConfig(f"expected a Sink, got {type(sink).__name__}")
+        where, why = place(sink, isolate, default=sink.isolation)
+        if why is not None:
+            log.info("metricbus: sink %s runs in the training process: %s", sink.name, why)
+        config = _config(sink, options)
+        name = options.get("name") or sink.name
+        if name in self._placed:
+            raise SinkAlreadyAdded(f"a sink named {name!r} is already on this logger; pass name=... to add_sink")
+        if where != "none":  # the local bus claims its own
+            claim_sink(sink, self)
+            self._sinks.append(sink)
+        with self._ship_lock:
+            self._ship()  # what was logged before it is not its to get
+            if where == "none":
+                local = self._local_bus()
+                name = local.call(lambda: local.bus.add_sink(sink, name=name, config=config, isolate="none"))
+                self._placed[name] = None
+                self._accepts[name] = None if sink.accepts is None else frozenset(sink.accepts)
+            else:
+                key = "" if where == "host" else name
+                link = self._links.get(key)
+                if link is None:
+                    label = "shared" if key == "" else "own"
+                    link = self._links[key] = HostLink(label, self._pump, shutdown_timeout=self.shutdown_timeout)
+                link.add_sink(name, sink, config)
+                self._placed[name] = link
+            self._accepts[name] = None if sink.accepts is None else frozenset(sink.accepts)
+            self._lossless = self._lossless or config.when_full == "block"
+        return name
+
+    def _local_bus(self) -> LocalBus:
+        if self._local is None:
+            self._local = LocalBus(
+                shutdown_timeout=self.shutdown_timeout, poll_interval=self.poll_interval, backend_options=self._backend
+            )
+        return self._local
+
+    def add_producer(self, fn: Callable[[Any], Awaitable[None]]) -> None:
+        """Run `async fn(bus)` in this process until close (a sampler, a Redis source); what it
+        publishes on `bus` is logged like everything else (see `bus`)."""
+        if self._closed:
+            self._raise_closed()
+        self._local_bus().add_producer(fn, self.bus)
+
+    @property
+    def bus(self) -> LoggerBus:
+        """This logger as a producer task sees it: async publish, flush and stats."""
+        return LoggerBus(self)
+
+    @property
+    def sink_names(self) -> list[str]:
+        return list(self._placed)
+
+    # ---- flush, stats, close ----
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything logged so far is written by every sink; `TimeoutError` after
         `timeout` seconds (a hung sink is failed at its `call_timeout` in any case)."""
-
-        async def flush() -> None:
-            with anyio.fail_after(timeout):
-                await self._drain()
-                await self._bus.flush()
-
-        self._call(flush)
+        if self._closed:
+            self._raise_closed()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ship_lock:
+            self._ship()
+        if not self._wait_resolved(deadline):
+            raise TimeoutError(f"tensor values were not read within {timeout}s")
+        for link in list(self._links.values()):
+            if not link.flush(_left(deadline)):
+                raise TimeoutError(f"the sink host {link.label} did not flush within {timeout}s")
+        if self._local is not None:
+            self._local.flush(_left(deadline))
 
     def stats(self) -> Mapping[str, SinkStats]:
-        """Per-sink counters, including everything logged so far (pending events are handed to
-        the bus first, so the counters balance). After `close()`, the final counters."""
-        if self._portal is None:
-            return self._final_stats
-
-        async def drained_stats() -> Mapping[str, SinkStats]:
-            self._settle_lost()
-            await self._drain(wait=False)
-            return self._bus.stats(held=_kinds(self._pending))
-
-        stats: Mapping[str, SinkStats] = self._call(drained_stats)
-        return stats
+        """Per-sink counters, everything logged so far included (what is still in this process
+        counts as queued), so that they always balance; never waits. After `close()`, the final
+        counters."""
+        if self._final is not None:
+            return self._final
+        with self._ship_lock:
+            held = wire.item_kinds([*self._pending, *(item for batch in self._resolving for item in batch.items)])
+            lost = dict(self._lost)
+        stats: dict[str, SinkStats] = {}
+        for link in list(self._links.values()):
+            stats.update(link.stats())
+        if self._local is not None:
+            stats.update(self._local.stats())
+        return {name: _with_logger(stats[name], held, lost, name, self) for name in self._placed if name in stats}
 
     def close(self) -> None:
-        """Drain every buffer into the sinks (within `shutdown_timeout`), close them and stop the
-        background thread. Raises `DeliveryError` if some sink failed or lost events."""
+        """Ship what is left, have every sink deliver it (within `shutdown_timeout`) and close.
+        Raises `DeliveryError` if some sink failed or lost events."""
         if self._pid != os.getpid():
             return  # a forked child's copy: the parent drains it
         if not self._closed:
-            self._closed = True
-            self._quiet = False
-            self._restore_sigterm()
-            portal = self._portal
-            if portal is not None:
-                with contextlib.suppress(RuntimeError):  # the loop already ended; _error says why
-                    portal.call(self._request_shutdown)
-        self._join()
+            self._shut_down()
         _open_loggers.discard(self)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
-    def _join(self) -> None:
-        self._thread.join(self._bus.shutdown_timeout + 2.0)
-        if self._thread.is_alive():  # only if the loop itself is stuck: never a sink's doing
-            log.error("metricbus thread did not stop within shutdown_timeout + 2 s")
-            self._final_stats = self._bus.stats()
+    def _shut_down(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        signals.uninstall()
+        with self._ship_lock:
+            self._ship()
+            self._closed = True
+            self._due_at[0] = -_NEVER
+        self._wait_resolved(deadline)
+        with self._ship_lock:
+            unsent = [item for batch in self._resolving for item in batch.items]
+            self._resolving.clear()
+        for link in self._links.values():
+            link.begin_close()
+        final: dict[str, SinkStats] = {}
+        if self._local is not None:
+            final.update(self._local.close(_left(deadline) or 0.0))
+            if self._local.error is not None:
+                self._error = self._local.error
+        for link in self._links.values():
+            final.update(link.finish_close(_left(deadline) or 0.0))
+        self._pump.stop()
+        for sink in self._sinks:
+            release_sink(sink, self)
+        if unsent:
+            self._count_lost(unsent, DropReason.SHUTDOWN_TIMEOUT)
+        lost = dict(self._lost)
+        self._final = {name: _with_logger(final[name], {}, lost, name, self) for name in self._placed if name in final}
+        if self.raise_on_loss and self._error is None:
+            try:
+                check_delivery(self._final)
+            except DeliveryError as exc:
+                self._error = exc
+
+    def _abort(self) -> None:
+        """The constructor failed: stop what it started."""
+        self._closed = True
+        for link in self._links.values():
+            link.begin_close()
+            link.finish_close(1.0)
+        if self._local is not None:
+            self._local.close(1.0)
+        self._pump.stop()
+        for sink in self._sinks:
+            release_sink(sink, self)
+        _open_loggers.discard(self)
 
     def __enter__(self) -> MetricLogger:
         return self
@@ -361,131 +569,81 @@ class MetricLogger:
                 raise
             log.exception("metricbus: error while closing during another exception")
 
-    # ---- the background thread ----
-
-    async def _main(self) -> None:
-        self._stop = anyio.Event()
-        self._drain_lock = anyio.Lock()
-        bus = self._bus
-        try:
-            async with BlockingPortal() as portal:
-                await bus.__aenter__()
-                self._portal = portal
-                self._ready.set()
-                try:
-                    while not self._stop.is_set():
-                        with anyio.CancelScope() as self._poll_scope:  # a drain waiting for room ends at stop
-                            with anyio.move_on_after(self.poll_interval):
-                                await self._stop.wait()
-                            await self._drain()
-                finally:
-                    self._portal = None
-                    await self._shut_down()
-                    await portal.stop(cancel_remaining=True)
-            if bus.raise_on_loss:
-                bus.check_delivery()
-        except BaseException as exc:  # surfaced to the training thread by close()
-            self._error = exc
-        finally:
-            self._portal = None
-            self._final_stats = bus.stats()
-            self._room.set()
-            self._ready.set()
-
-    def _request_shutdown(self) -> None:
-        assert self._stop is not None
-        self._stop.set()
-        if self._poll_scope is not None:
-            self._poll_scope.cancel()
-
-    async def _shut_down(self) -> None:
-        """Hand the backlog to the bus and close it, all within one `shutdown_timeout`; what is
-        still before the bus at the deadline is counted in every sink as `shutdown_timeout`."""
-        bus = self._bus
-        deadline = anyio.current_time() + bus.shutdown_timeout
-        with anyio.move_on_after(bus.shutdown_timeout):
-            await self._drain()
-        self._settle_lost()
-        if self._pending:
-            bus.count_lost(_kinds(self._pending), DropReason.SHUTDOWN_TIMEOUT)
-            self._pending.clear()
-        await bus.aclose(timeout=max(0.0, deadline - anyio.current_time()))
-
-    async def _drain(self, *, wait: bool = True) -> None:
-        """Move pending events onto the bus, in chunks that fit, so that a deadline can stop it
-        between chunks without losing (or leaving uncounted) a single event. `wait=False` moves
-        only what fits now."""
-        assert self._drain_lock is not None
-        bus = self._bus
-        if not wait and self._drain_lock.locked():
-            return  # a drain waiting for room holds no event: the backlog is all in _pending
-        async with self._drain_lock:  # one drain at a time keeps each producer's order
-            self._settle_lost()
-            pending = self._pending
-            while pending:
-                room = bus.room()
-                if room == 0:
-                    if not wait:
-                        return
-                    await bus.wait_for_room()
-                    continue
-                n = min(len(pending), room)
-                pop = pending.popleft
-                batch = [pop() for _ in range(n)]
-                self._overflowing = False
-                self._room.set()
-                bus.publish_many_nowait(batch)
-                await anyio.lowlevel.checkpoint()
-
-    def _settle_lost(self) -> None:
-        """Count, on the bus, what the training thread dropped before it."""
-        if self._lost:
-            with self._lost_lock:
-                lost, self._lost = self._lost, {}
-            reason = DropReason.BLOCK_TIMEOUT if self._bus._blocking else DropReason.FULL
-            self._bus.count_lost(lost, reason)
-            self._dropped_before_bus += sum(lost.values())
-
-    def _call(self, fn: Any) -> Any:
-        """Run `fn` (sync or async) on the bus's thread and return its result."""
-        portal = self._portal
-        if portal is None or self._pid != os.getpid():  # the bus thread has ended, or not here
-            self._raise_closed()
-        assert portal is not None
-        return portal.call(fn)
-
-    # ---- SIGTERM: turn it into SystemExit so `with` blocks and atexit drain the sinks ----
-
-    def _install_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return
-        self._previous_sigterm = signal.SIG_DFL
-        signal.signal(signal.SIGTERM, _raise_system_exit)
-
-    def _restore_sigterm(self) -> None:
-        if self._previous_sigterm is None or threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is _raise_system_exit:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-        self._previous_sigterm = None
+    def _forget(self) -> None:
+        """In a forked child: the hosts and threads are the parent's."""
+        self._closed = True
+        self._due_at[0] = -_NEVER
+        self._pending.clear()
+        self._resolving.clear()
+        for link in self._links.values():
+            link.forget()
+        self._pump.forget()
 
 
-def _kinds(events: Iterable[Event]) -> dict[type[Event], int]:
-    """How many events of each kind: what the bus needs to count them in the right sinks."""
-    kinds: dict[type[Event], int] = {}
-    for event in events:
-        kinds[type(event)] = kinds.get(type(event), 0) + 1
-    return kinds
+class LoggerBus:
+    """A MetricLogger as a producer task sees it (`add_producer(fn)` calls `fn(this)`): what
+    it publishes is logged like any other event."""
+
+    def __init__(self, logger: MetricLogger) -> None:
+        self._logger = logger
+
+    async def publish(self, event: Event) -> None:
+        self._logger.publish(event)
+
+    def publish_nowait(self, event: Event) -> None:
+        self._logger.publish(event)
+
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._logger.publish(event)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self._logger.flush, timeout)
+
+    def stats(self) -> Mapping[str, SinkStats]:
+        return self._logger.stats()
+
+    @property
+    def sink_names(self) -> list[str]:
+        return self._logger.sink_names
+
+
+def _config(sink: Sink, options: Mapping[str, Any]) -> SinkConfig:
+    """The SinkConfig of `add_sink(**options)`, as MetricBus.add_sink builds it."""
+    return sink_config(sink.rate, **{k: v for k, v in options.items() if k != "name"})
+
+
+def _with_logger(
+    stats: SinkStats,
+    held: Mapping[type[Event], int],
+    lost: Mapping[tuple[type[Event], DropReason], int],
+    name: str,
+    logger: MetricLogger,
+) -> SinkStats:
+    """A sink's counters with what the logger holds for it (queued) and dropped before it."""
+    accepts = logger._accepts.get(name)
+    queued = accepted_share(held, accepts)
+    dropped = dict(stats.dropped)
+    for (kind, reason), n in lost.items():
+        share = accepted_share({kind: n}, accepts)
+        if share:
+            dropped[reason.value] = dropped.get(reason.value, 0) + share
+    extra = queued + sum(dropped.values()) - sum(stats.dropped.values())
+    if not extra:
+        return stats
+    return msgspec.structs.replace(
+        stats, published=stats.published + extra, queued=stats.queued + queued, dropped=dropped
+    )
 
 
 def _now(wall_time: float | None) -> float:
-    return time.time() if wall_time is None else wall_time
+    return _time() if wall_time is None else wall_time
 
 
-def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 # ---- every open logger drains at exit, and none is used across a fork ----
@@ -508,12 +666,10 @@ def _close_at_exit() -> None:
 
 
 def _forget_after_fork() -> None:
-    """In a forked child the bus threads are gone: loggers there refuse use instead of hanging."""
+    """In a forked child the hosts and threads are the parent's: loggers there refuse use
+    instead of hanging, and hold none of the parent's pipes open."""
     for logger in list(_open_loggers):
-        logger._closed = True
-        logger._quiet = False
-        logger._portal = None
-        logger._pending.clear()  # the parent delivers these
+        logger._forget()
     _open_loggers.clear()
 
 

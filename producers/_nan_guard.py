@@ -32,7 +32,7 @@ class NanGuard(Sink):
     """
 
     accepts = (Scalar, Metrics)
-    isolation: ClassVar[Literal["none", "process"]] = "none"  # it calls back into this process
+    isolation: ClassVar[Literal["none", "host", "process"]] = "none"  # it calls back into this process
 
     def __init__(self, on_trigger: Callable[[str], object], *, watch: Iterable[str] | None = None) -> None:
         self.on_trigger = on_trigger

@@ -7,7 +7,7 @@ unchanged. The function runs on the sink's own thread, so a slow callback never 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from bus import Event, InvalidConfig, Metrics, Scalar, Sink
 
@@ -35,6 +35,8 @@ def metric_calls(events: Sequence[Event]) -> Iterator[tuple[str, str, str, float
 class CallbackSink(Sink):
     """Calls `fn` for every metric value (`per="metric"`, the OpenFL signature) or once per batch
     with the list of events (`per="batch"`, every event type)."""
+
+    isolation: ClassVar[Literal["none", "host", "process"]] = "none"  # it calls back into this program
 
     def __init__(self, fn: Callable[..., Any], *, per: Literal["metric", "batch"] = "metric") -> None:
         if per not in ("metric", "batch"):

@@ -34,7 +34,7 @@ class ConsoleSink(Sink):
     """
 
     accepts = (Scalar, Metrics)
-    isolation: ClassVar[Literal["none", "process"]] = "none"  # it writes to this process's terminal
+    isolation: ClassVar[Literal["none", "host", "process"]] = "none"  # it writes to this process's terminal
 
     def __init__(
         self,

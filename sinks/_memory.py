@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 from bus import Event, Metrics, Scalar, Sink
 
@@ -11,6 +12,8 @@ __all__ = ["MemorySink"]
 
 class MemorySink(Sink):
     """Collects events in `events`, in arrival order; `values(name)` gives a scalar series."""
+
+    isolation: ClassVar[Literal["none", "host", "process"]] = "none"  # its events are read by this program
 
     blocking = False  # only appends to a list: served on the bus's loop, no thread hop
 

@@ -90,7 +90,7 @@ class MLflowSink(Sink):
     already has. Runs in a worker process by default: MLflow costs ~85 us of CPU per metric.
     """
 
-    isolation: ClassVar[Literal["none", "process"]] = "process"
+    isolation: ClassVar[Literal["none", "host", "process"]] = "process"
     # A ChartLayout is TensorBoard's own dashboard layout: nothing MLflow could show.
     accepts: ClassVar[tuple[type[Event], ...] | None] = (Scalar, Metrics, Histogram, Text, Hparams, Image)
 

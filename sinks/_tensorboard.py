@@ -143,11 +143,11 @@ class TensorBoardSink(Sink):
     summary, Hparams the HPARAMS tab entry plus its metrics as scalars, Image an image summary
     (PNG, encoded here: grayscale stays one channel), ChartLayout the CUSTOM SCALARS tab's
     layout (TensorBoard shows the latest of a run). Wall time and step are
-    written as given. Runs in a worker process by default (`isolation = "process"`): encoding is
+    written as given. Runs in the shared sink host by default (`isolation = "host"`): encoding is
     pure Python and would otherwise take the training process's GIL.
     """
 
-    isolation: ClassVar[Literal["none", "process"]] = "process"
+    isolation: ClassVar[Literal["none", "host", "process"]] = "host"
 
     def __init__(self, logdir: str | Path, *, filename_suffix: str = "", histogram_bins: int = 64) -> None:
         self.logdir = Path(logdir)

@@ -77,7 +77,9 @@ def test_nan_and_inf_are_legal_values_and_stay_what_they_are() -> None:
 
 def test_a_stuck_block_sink_costs_the_loop_one_block_timeout_then_drops_are_counted() -> None:
     gated = GatedSink()
-    log = MetricLogger(pending_limit=50, block_timeout=0.2)
+    # pending_limit is checked each time a batch ships (every poll_interval): a short one, so
+    # that these 10,000 calls (a few ms) cross it
+    log = MetricLogger(pending_limit=50, block_timeout=0.2, poll_interval=0.00002)
     log.add_sink(gated, capacity=10, max_batch=5, max_interval=0.001)
     for i in range(10_000):  # waits 0.2 s once, then drops (and counts) what does not fit
         log.scalar("x", float(i), step=i)
@@ -97,7 +99,7 @@ def test_a_stuck_block_sink_costs_the_loop_one_block_timeout_then_drops_are_coun
 
 def test_with_only_drop_policy_sinks_logging_never_blocks() -> None:
     gated = GatedSink()
-    log = MetricLogger(pending_limit=50, block_timeout=0.01)
+    log = MetricLogger(pending_limit=50, block_timeout=0.01, poll_interval=0.0002)
     log.add_sink(gated, capacity=10, max_batch=5, when_full="drop_newest")
     for i in range(20_000):  # would raise BusFull if it ever blocked for 10 ms
         log.scalar("x", float(i), step=i)
