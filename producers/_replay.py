@@ -25,9 +25,10 @@ stays exhaustive.
 TensorBoard runs map back to origins the way TensorBoardSink lays them out (see
 `origin_from_run`): the logdir itself is the default origin, `site-1` is
 `Origin(site="site-1")`, `site-1/rank0` is `Origin(site="site-1", rank=0)`, `site-1/node-a/rank0`
-is `Origin(site="site-1", node="node-a", rank=0)`. TensorBoard stores scalars as float32, so
-values from TensorBoard are the float32 values it holds; wall times (doubles) and steps (int64)
-are exact.
+is `Origin(site="site-1", node="node-a", rank=0)`, `node=node0/rank3` is
+`Origin(node="node0", rank=3)`: every run TensorBoardSink writes maps back to its origin
+(`Origin.from_label`). TensorBoard stores scalars as float32, so values from TensorBoard are the
+float32 values it holds; wall times (doubles) and steps (int64) are exact.
 
 Replay is lossless: every sink blocks when its buffer is full (a plan's `when_full` is ignored),
 so the replay goes at the pace of the slowest sink, and `ReplayStats.ok` says whether every sink
@@ -58,6 +59,7 @@ from bus import (
     Histogram,
     Hparams,
     InvalidConfig,
+    InvalidEvent,
     MetricBus,
     Metrics,
     Origin,
@@ -341,27 +343,31 @@ def tensorboard_runs(path: Path) -> list[tuple[Origin, list[Path]]]:
     return [(origin_from_run(run.relative_to(path).as_posix()), files) for run, files in sorted(runs.items())]
 
 
+MAIN = "main"  # Origin.label of the default origin; TensorBoardSink writes that one into the logdir itself
 _RANK = re.compile(r"rank(0|[1-9][0-9]*)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def origin_from_run(run: str) -> Origin:
     """The origin whose events TensorBoardSink writes into the run `run` (a path relative to the
-    logdir, '/'-separated): the inverse of `Origin.label`, as far as a label can be inverted.
+    logdir, '/'-separated): the inverse of `Origin.label`, and a best guess for other writers' runs.
 
     - "" or "." (the logdir itself) -> the default origin;
-    - a last part `rank<N>` -> rank N ("rank0"; "rank01" is a name, as a label never writes it);
-    - the first other part -> the site, the second -> the node, any more are joined to the node
-      with "." ("exp/seed0/train" -> site "exp", node "seed0.train");
-    - characters an origin cannot hold become "_" and parts are cut to 128 characters.
-
-    A label does not say whether its one name was a site or a node: "n3" comes back as site "n3"
-    even when it was written by Origin(node="n3"). "main" is Origin(site="main"), whose run
-    TensorBoardSink writes into logdir/main (the default origin writes into the logdir itself).
+    - a label (`site-1/rank0`, `node=node0/rank3`, `site=main`, ...) -> its origin exactly;
+    - "main" -> Origin(site="main"): it is not the logdir itself, so it is not the default origin;
+    - any other run: a last part `rank<N>` -> rank N; the first other part -> the site, the second
+      -> the node, any more joined to the node with "." ("exp/seed0/train" -> site "exp", node
+      "seed0.train"); characters an origin cannot hold become "_" and parts are cut to 128.
     """
     parts = [p for p in run.split("/") if p not in ("", ".")]
     if not parts:
         return DEFAULT_ORIGIN
+    label = "/".join(parts)
+    if label != MAIN:
+        try:
+            return Origin.from_label(label)
+        except InvalidEvent:
+            pass
     rank = None
     if match := _RANK.fullmatch(parts[-1]):
         rank = int(match.group(1))
