@@ -22,13 +22,13 @@ V = TypeVar("V")
 
 class OpenSet(Generic[K, V]):
     """Open things by key, at most `limit` of them; `close(value)` is called on the least recently
-    used one to make room (its key leaves the set first, so a close that raises leaves it out)."""
+    used one to make room. A key leaves the set once its close returns or raises (while a close
+    hangs, its key is still in the set: what was left open can be reported)."""
 
     def __init__(self, limit: int, close: Callable[[V], None], *, option: str = "max_open_runs") -> None:
         if type(limit) is not int or limit < 1:
             raise InvalidConfig(f"{option} must be an int >= 1, got {limit!r}")
         self.limit = limit
-        self.closed = 0  # things closed to make room: how often the limit was reached
         self._close = close
         self._open: OrderedDict[K, V] = OrderedDict()
 
@@ -40,6 +40,11 @@ class OpenSet(Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         return iter(list(self._open))
+
+    def __getitem__(self, key: K) -> V:
+        """The open value of `key` (now the most recently used); KeyError if it is not open."""
+        self._open.move_to_end(key)
+        return self._open[key]
 
     def get(self, key: K) -> V | None:
         """The open value of `key` (now the most recently used), or None."""
@@ -55,7 +60,7 @@ class OpenSet(Generic[K, V]):
             if len(self._open) < self.limit:
                 return
             if key not in keep:
-                self._evict(key)
+                self._evict(key)  # the least recently used first: the set is in order of use
 
     def add(self, key: K, value: V) -> None:
         """Hold `value` open under `key`; call `make_room` first."""
@@ -70,12 +75,14 @@ class OpenSet(Generic[K, V]):
         error: BaseException | None = None
         for key in list(self._open):
             try:
-                self._close(self._open.pop(key))
+                self._evict(key)
             except BaseException as exc:  # close the others anyway
                 error = error or exc
         if error is not None:
             raise error
 
     def _evict(self, key: K) -> None:
-        self.closed += 1
-        self._close(self._open.pop(key))
+        try:
+            self._close(self._open[key])
+        finally:
+            del self._open[key]
