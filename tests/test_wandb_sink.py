@@ -306,3 +306,12 @@ def test_run_ids_are_stable_and_distinct_for_labels_that_would_read_alike() -> N
     assert len({_run_id("g", "a/b"), _run_id("g", "a-b"), _run_id("g-a", "b"), _run_id("g", "a=b")}) == 4
     long = _run_id("g" * 200, "site")
     assert len(long) <= 128 and long != _run_id("g" * 200, "other")
+
+
+async def test_by_default_a_step_that_goes_backwards_starts_a_new_row_never_moving_a_value(tmp_path: Path) -> None:
+    steps = [10, 5, 7, 5, 12]  # within one 0.1 s window of W&B's default rate control
+    async with MetricBus() as bus:
+        bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none")
+        await bus.publish_many([Scalar("loss", float(i), step=s, wall_time=1e9) for i, s in enumerate(steps)])
+    (run,) = read_runs(tmp_path).values()
+    assert [(row[STEP_KEY], row["loss"]) for row in user_rows(run.history)] == [(10, 0.0), (7, 1.5), (12, 3.5)]
