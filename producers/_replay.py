@@ -33,6 +33,11 @@ float32 values it holds; wall times (doubles) and steps (int64) are exact.
 Replay is lossless: every sink blocks when its buffer is full (a plan's `when_full` is ignored),
 so the replay goes at the pace of the slowest sink, and `ReplayStats.ok` says whether every sink
 got every event it accepts.
+
+Replay is not live traffic: a sink with a rate limit in time (W&B's default 10 rows a second, or
+a plan's `per_second`) gets every step, since windows of a recorded run's wall times (2,000 steps
+logged in 0.1 s would be one row) say nothing about the pace the sink can take; a rate limit in
+steps (`every=k`) is kept, and reduces by steps as it would live (`replay_rate`).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from bus import (
     MetricBus,
     Metrics,
     Origin,
+    RateLimit,
     Scalar,
     Sink,
     SinkState,
@@ -84,6 +90,7 @@ __all__ = [
     "read_tensorboard_events",
     "replay",
     "replay_command",
+    "replay_rate",
     "sink_from_spec",
     "tensorboard_runs",
 ]
@@ -159,9 +166,10 @@ class ReplayStats:
 
     @property
     def ok(self) -> bool:
-        """True when every sink got every event it accepts: none failed, none dropped any."""
+        """True when every sink got every event it accepts (or its rate limit folded it into a row):
+        none failed, none dropped any."""
         return all(
-            s.state is not SinkState.FAILED and not s.dropped and s.delivered == s.published
+            s.state is not SinkState.FAILED and not s.dropped and s.delivered + s.reduced == s.published
             for s in self.sinks.values()
         )
 
@@ -179,7 +187,8 @@ def replay(
     """Publish every event of `sources`, in order, into `sinks` and return what happened.
 
     `sinks` are Sinks or (sink, add_sink options) pairs, such as `load_plan(path).sinks`; options
-    default to SINK_DEFAULTS and `when_full` is always "block". `progress`: a stream to draw a
+    default to SINK_DEFAULTS, `when_full` is always "block" and a rate limit in time is not
+    applied (`replay_rate`). `progress`: a stream to draw a
     rich progress bar on, one line per source, named by its file name. Raises InvalidConfig
     before anything is written if a source is missing, of no known kind, or a logdir without
     event files.
@@ -188,7 +197,8 @@ def replay(
     bus = MetricBus(shutdown_timeout=shutdown_timeout, raise_on_loss=False)
     for entry in sinks:
         sink, options = entry if isinstance(entry, tuple) else (entry, {})
-        bus.add_sink(sink, **{**SINK_DEFAULTS, **options, "when_full": "block"})
+        rate = replay_rate(sink, options.get("rate"))
+        bus.add_sink(sink, **{**SINK_DEFAULTS, **options, "when_full": "block", "rate": rate})
     if not bus.sink_names:
         raise InvalidConfig("nothing to replay into: give at least one sink")
     events = TextColumn("{task.fields[events]:,} events")
@@ -197,6 +207,15 @@ def replay(
     with Progress(*columns, console=Console(file=progress), disable=progress is None) as bar:
         anyio.run(_publish_all, bus, opened, bar, backend="asyncio")
     return ReplayStats(sources=opened, sinks=dict(bus.stats()), seconds=time.perf_counter() - start)
+
+
+def replay_rate(sink: Sink, rate: RateLimit | Literal["none"] | None) -> RateLimit | Literal["none"]:
+    """The rate limit a replay gives `sink`, given the `rate` option it was added with (None: the
+    sink's own): a limit in steps as it is, no limit for one in time or none."""
+    chosen = sink.rate if rate is None else rate
+    if chosen == "none" or chosen is None or chosen.per_second is not None:
+        return "none"
+    return chosen
 
 
 async def _publish_all(bus: MetricBus, sources: list[SourceStats], bar: Progress) -> None:
