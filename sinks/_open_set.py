@@ -32,9 +32,6 @@ class OpenSet(Generic[K, V]):
         self._close = close
         self._open: OrderedDict[K, V] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._open)
-
     def __contains__(self, key: object) -> bool:
         return key in self._open
 
@@ -65,10 +62,6 @@ class OpenSet(Generic[K, V]):
     def add(self, key: K, value: V) -> None:
         """Hold `value` open under `key`; call `make_room` first."""
         self._open[key] = value
-
-    def pop(self, key: K) -> V | None:
-        """Take `key` out of the set without closing it."""
-        return self._open.pop(key, None)
 
     def close_all(self) -> None:
         """Close every value, least recently used first; the first error is raised after the rest closed."""

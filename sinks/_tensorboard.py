@@ -363,7 +363,7 @@ class TensorBoardSink(Sink):
                 run.open()
                 self._open.add(origin, run)
             if ends is not None:
-                ends.setdefault(run, max(run.end, 0))
+                ends.setdefault(run, run.end)
             run.append(b"".join(run.pending))
             run.pending.clear()
             del self._pending[origin]
