@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+MAIN = "main"  # the default origin's label
+_RANK = re.compile(r"rank(0|[1-9][0-9]*)")  # a rank's part of a label; "rank01" is a name
 
 
 def _check_identifier(value: str, field: str) -> None:
@@ -62,7 +64,7 @@ def _check_identifier(value: str, field: str) -> None:
 
 class Origin(msgspec.Struct, frozen=True, omit_defaults=True):
     """Which process produced an event: a federated site, a node, a rank. Sinks place events by
-    `label` (one TensorBoard run / one W&B run per origin)."""
+    `label` (one TensorBoard run / one W&B run / one MLflow run per origin)."""
 
     site: str = ""
     node: str = ""
@@ -76,11 +78,47 @@ class Origin(msgspec.Struct, frozen=True, omit_defaults=True):
 
     @property
     def label(self) -> str:
-        """A short, path-safe name: 'site-1/rank0', 'node3', or 'main' for the default origin."""
-        parts = [p for p in (self.site, self.node) if p]
+        """A short, readable, path-safe name, one per origin (two origins never share one).
+
+        Parts joined by '/': the site as itself, the node as itself after a site and as
+        `node=<name>` without one, the rank as `rank<N>`; the default origin is 'main'. A name
+        that would read as something else is written `site=<name>` / `node=<name>`: a site called
+        'main' or 'rank3', a node called 'rank3'. `Origin.from_label` reads a label back.
+        """
+        parts = []
+        if self.site:
+            parts.append(f"site={self.site}" if self.site == MAIN or _RANK.fullmatch(self.site) else self.site)
+        if self.node:
+            parts.append(self.node if self.site and not _RANK.fullmatch(self.node) else f"node={self.node}")
         if self.rank is not None:
             parts.append(f"rank{self.rank}")
-        return "/".join(parts) or "main"
+        return "/".join(parts) or MAIN
+
+    @classmethod
+    def from_label(cls, label: str) -> Origin:
+        """The origin whose `label` this is; InvalidEvent if no origin has it."""
+        if label == MAIN:
+            return cls()
+        fields: dict[str, str | int] = {}
+        for part in label.split("/"):
+            key, _, value = part.rpartition("=")
+            if key not in ("", "site", "node") or "rank" in fields:
+                break  # an unknown key, or a part after the rank
+            if key:
+                fields[key] = value
+            elif match := _RANK.fullmatch(value):
+                fields["rank"] = int(match.group(1))
+            else:  # a bare name: the site, or the node after a site
+                fields["node" if "site" in fields else "site"] = value
+        else:
+            try:
+                origin = cls(**fields)  # type: ignore[arg-type]
+            except (InvalidEvent, TypeError):
+                pass
+            else:
+                if origin.label == label:  # one spelling per origin: "node=b" after a site is not one
+                    return origin
+        raise InvalidEvent("label", label, "is not the label of an origin (see Origin.label)")
 
 
 DEFAULT_ORIGIN = Origin()

@@ -1,10 +1,16 @@
 """Per-sink rate control: fewer, reduced rows for a sink that wants them (W&B, any service).
 
-A `RateLimit` on a route folds the Scalar and Metrics events of each origin into one Metrics row
+A `RateLimit` on a route folds the Scalar and Metrics events of each origin into few Metrics rows
 per window (`per_second` windows of wall time, or `every` steps), reducing each metric's values
 in the window (`last`, `mean`, `min`, `max`), so a chart of a 1,000 steps/s loop still shows the
 true curve while the other sinks get every step. Every event folded into a row is counted as
 `reduced` in the sink's stats; other event kinds pass through untouched.
+
+A value never moves to a step it was not logged at: each metric's reduction is placed at the last
+step that metric was logged at in the window (a metric logged once keeps its own step: an eval
+every 50 steps is not moved to the end of a window), so a window gives one row per such step,
+usually one. A step lower than the window's last one closes the window: a new phase (validation
+from step 0, a restart from a checkpoint) is never folded into the one before.
 """
 
 from __future__ import annotations
@@ -46,20 +52,26 @@ class RateLimit(msgspec.Struct, frozen=True):
 
 @dataclass
 class _Window:
-    """One origin's open window: the last step, wall time and context seen, and per metric the
-    running reduction (mean keeps a sum and a count)."""
+    """One origin's open window: its latest step, per metric the running reduction (mean keeps a
+    sum and a count) and the step it was last logged at, and per step the wall time and context of
+    its latest event (what that step's row carries)."""
 
     key: float
     arrived: float  # time.monotonic() when the window's latest event arrived
     step: int
-    wall_time: float
-    context: Context | None
     values: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+    stamps: dict[int, tuple[float, Context | None]] = field(default_factory=dict)
 
 
 class Reducer:
-    """Folds a route's Scalar/Metrics events into one row per (origin, window)."""
+    """Folds a route's Scalar/Metrics events into few rows per (origin, window).
+
+    Counted while a window is open as one row (`held`) and its other events as `reduced`; when it
+    closes into k rows (one per step its metrics were last logged at), k-1 of those come back out
+    of `reduced`, so published = delivered + reduced + queued holds at every moment.
+    """
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
@@ -69,7 +81,7 @@ class Reducer:
 
     @property
     def held(self) -> int:
-        """Rows still open (each stands for the events folded into it)."""
+        """Open windows (each stands for the events folded into it)."""
         return len(self._open)
 
     def add(self, event: Event) -> list[Event]:
@@ -78,7 +90,7 @@ class Reducer:
         match event:
             case Scalar(name=name, value=value):
                 return self._fold(event, ((name, value),))
-            case Metrics(values=values):
+            case Metrics(values=values) if values:
                 return self._fold(event, values.items())
             case _:
                 return [event]
@@ -86,58 +98,64 @@ class Reducer:
     def expired(self) -> list[Event]:
         """Rows of time windows that heard nothing for a whole window's length. Windows are keyed
         by the events' own wall time and close when a later window's event arrives, so a busy
-        origin gets exactly one row per window (replayed old events too); the clock only
-        releases the last row of an origin that went quiet."""
+        origin gets one row per window; the clock only releases the rows of an origin that went
+        quiet. (Replay gives a rate-limited sink every step instead: the dense wall times of a
+        recorded run say nothing about the pace a sink can take.)"""
         if not self._width:
             return []
         now = time.monotonic()
         done = [origin for origin, w in self._open.items() if now - w.arrived >= self._width]
-        return [self._close(origin) for origin in done]
+        return [row for origin in done for row in self._close(origin)]
 
     def drain(self) -> list[Event]:
         """Every open row, for a flush or the close."""
-        return [self._close(origin) for origin in list(self._open)]
-
-    def clear(self) -> int:
-        """Forget the open rows (the sink failed); returns how many."""
-        n = len(self._open)
-        self._open.clear()
-        return n
+        return [row for origin in list(self._open) for row in self._close(origin)]
 
     def _fold(self, event: Scalar | Metrics, values: Iterable[tuple[str, float]]) -> list[Event]:
         every, per_second = self.limit.every, self.limit.per_second
         key = float(event.step // every) if every else float(math.floor(event.wall_time * per_second))  # type: ignore[operator]
-        origin = event.origin
+        origin, step = event.origin, event.step
         window = self._open.get(origin)
         out: list[Event] = []
-        if window is not None and window.key != key:
-            out.append(self._close(origin))
+        if window is not None and (window.key != key or step < window.step):
+            out = self._close(origin)
             window = None
         if window is None:
-            window = self._open[origin] = _Window(key, time.monotonic(), event.step, event.wall_time, event.context)
+            window = self._open[origin] = _Window(key, time.monotonic(), step)
         else:
             self.reduced += 1
-            window.step, window.wall_time, window.context = event.step, event.wall_time, event.context
-            window.arrived = time.monotonic()
-        reduce = self.limit.reduce
+            window.step, window.arrived = step, time.monotonic()
+        window.stamps[step] = (event.wall_time, event.context)
+        reduce, last, reduced = self.limit.reduce, window.last, window.values
         for name, value in values:
-            if name not in window.values:
-                window.values[name], window.counts[name] = value, 1
+            if name not in last:
+                reduced[name], window.counts[name] = value, 1
             elif reduce == "last":
-                window.values[name] = value
+                reduced[name] = value
             elif reduce == "mean":
-                window.values[name] += value
+                reduced[name] += value
                 window.counts[name] += 1
             elif not math.isnan(value):  # min/max: NaN only when every value is NaN
-                old = window.values[name]
+                old = reduced[name]
                 better = value < old if reduce == "min" else value > old
                 if math.isnan(old) or better:
-                    window.values[name] = value
+                    reduced[name] = value
+            last[name] = step
         return out
 
-    def _close(self, origin: Origin) -> Metrics:
+    def _close(self, origin: Origin) -> list[Event]:
+        """The window's rows: per step some metric was last logged at, those metrics' reductions,
+        with the wall time and context of that step's latest event."""
         window = self._open.pop(origin)
         values = window.values
         if self.limit.reduce == "mean":
             values = {name: total / window.counts[name] for name, total in values.items()}
-        return Metrics(values, window.step, wall_time=window.wall_time, origin=origin, context=window.context)
+        by_step: dict[int, dict[str, float]] = {}
+        for name, step in window.last.items():
+            by_step.setdefault(step, {})[name] = values[name]
+        self.reduced -= len(by_step) - 1
+        rows: list[Event] = []
+        for step in sorted(by_step):
+            wall_time, context = window.stamps[step]
+            rows.append(Metrics(by_step[step], step, wall_time=wall_time, origin=origin, context=context))
+        return rows

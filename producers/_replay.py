@@ -25,13 +25,19 @@ stays exhaustive.
 TensorBoard runs map back to origins the way TensorBoardSink lays them out (see
 `origin_from_run`): the logdir itself is the default origin, `site-1` is
 `Origin(site="site-1")`, `site-1/rank0` is `Origin(site="site-1", rank=0)`, `site-1/node-a/rank0`
-is `Origin(site="site-1", node="node-a", rank=0)`. TensorBoard stores scalars as float32, so
-values from TensorBoard are the float32 values it holds; wall times (doubles) and steps (int64)
-are exact.
+is `Origin(site="site-1", node="node-a", rank=0)`, `node=node0/rank3` is
+`Origin(node="node0", rank=3)`: every run TensorBoardSink writes maps back to its origin
+(`Origin.from_label`). TensorBoard stores scalars as float32, so values from TensorBoard are the
+float32 values it holds; wall times (doubles) and steps (int64) are exact.
 
 Replay is lossless: every sink blocks when its buffer is full (a plan's `when_full` is ignored),
 so the replay goes at the pace of the slowest sink, and `ReplayStats.ok` says whether every sink
 got every event it accepts.
+
+Replay is not live traffic: a sink with a rate limit in time (W&B's default 10 rows a second, or
+a plan's `per_second`) gets every step, since windows of a recorded run's wall times (2,000 steps
+logged in 0.1 s would be one row) say nothing about the pace the sink can take; a rate limit in
+steps (`every=k`) is kept, and reduces by steps as it would live (`replay_rate`).
 """
 
 from __future__ import annotations
@@ -58,9 +64,11 @@ from bus import (
     Histogram,
     Hparams,
     InvalidConfig,
+    InvalidEvent,
     MetricBus,
     Metrics,
     Origin,
+    RateLimit,
     Scalar,
     Sink,
     SinkState,
@@ -82,6 +90,7 @@ __all__ = [
     "read_tensorboard_events",
     "replay",
     "replay_command",
+    "replay_rate",
     "sink_from_spec",
     "tensorboard_runs",
 ]
@@ -157,9 +166,10 @@ class ReplayStats:
 
     @property
     def ok(self) -> bool:
-        """True when every sink got every event it accepts: none failed, none dropped any."""
+        """True when every sink got every event it accepts (or its rate limit folded it into a row):
+        none failed, none dropped any."""
         return all(
-            s.state is not SinkState.FAILED and not s.dropped and s.delivered == s.published
+            s.state is not SinkState.FAILED and not s.dropped and s.delivered + s.reduced == s.published
             for s in self.sinks.values()
         )
 
@@ -177,7 +187,8 @@ def replay(
     """Publish every event of `sources`, in order, into `sinks` and return what happened.
 
     `sinks` are Sinks or (sink, add_sink options) pairs, such as `load_plan(path).sinks`; options
-    default to SINK_DEFAULTS and `when_full` is always "block". `progress`: a stream to draw a
+    default to SINK_DEFAULTS, `when_full` is always "block" and a rate limit in time is not
+    applied (`replay_rate`). `progress`: a stream to draw a
     rich progress bar on, one line per source, named by its file name. Raises InvalidConfig
     before anything is written if a source is missing, of no known kind, or a logdir without
     event files.
@@ -186,7 +197,8 @@ def replay(
     bus = MetricBus(shutdown_timeout=shutdown_timeout, raise_on_loss=False)
     for entry in sinks:
         sink, options = entry if isinstance(entry, tuple) else (entry, {})
-        bus.add_sink(sink, **{**SINK_DEFAULTS, **options, "when_full": "block"})
+        rate = replay_rate(sink, options.get("rate"))
+        bus.add_sink(sink, **{**SINK_DEFAULTS, **options, "when_full": "block", "rate": rate})
     if not bus.sink_names:
         raise InvalidConfig("nothing to replay into: give at least one sink")
     events = TextColumn("{task.fields[events]:,} events")
@@ -195,6 +207,15 @@ def replay(
     with Progress(*columns, console=Console(file=progress), disable=progress is None) as bar:
         anyio.run(_publish_all, bus, opened, bar, backend="asyncio")
     return ReplayStats(sources=opened, sinks=dict(bus.stats()), seconds=time.perf_counter() - start)
+
+
+def replay_rate(sink: Sink, rate: RateLimit | Literal["none"] | None) -> RateLimit | Literal["none"]:
+    """The rate limit a replay gives `sink`, given the `rate` option it was added with (None: the
+    sink's own): a limit in steps as it is, no limit for one in time or none."""
+    chosen = sink.rate if rate is None else rate
+    if chosen == "none" or chosen is None or chosen.per_second is not None:
+        return "none"
+    return chosen
 
 
 async def _publish_all(bus: MetricBus, sources: list[SourceStats], bar: Progress) -> None:
@@ -341,27 +362,31 @@ def tensorboard_runs(path: Path) -> list[tuple[Origin, list[Path]]]:
     return [(origin_from_run(run.relative_to(path).as_posix()), files) for run, files in sorted(runs.items())]
 
 
+MAIN = "main"  # Origin.label of the default origin; TensorBoardSink writes that one into the logdir itself
 _RANK = re.compile(r"rank(0|[1-9][0-9]*)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def origin_from_run(run: str) -> Origin:
     """The origin whose events TensorBoardSink writes into the run `run` (a path relative to the
-    logdir, '/'-separated): the inverse of `Origin.label`, as far as a label can be inverted.
+    logdir, '/'-separated): the inverse of `Origin.label`, and a best guess for other writers' runs.
 
     - "" or "." (the logdir itself) -> the default origin;
-    - a last part `rank<N>` -> rank N ("rank0"; "rank01" is a name, as a label never writes it);
-    - the first other part -> the site, the second -> the node, any more are joined to the node
-      with "." ("exp/seed0/train" -> site "exp", node "seed0.train");
-    - characters an origin cannot hold become "_" and parts are cut to 128 characters.
-
-    A label does not say whether its one name was a site or a node: "n3" comes back as site "n3"
-    even when it was written by Origin(node="n3"). "main" is Origin(site="main"), whose run
-    TensorBoardSink writes into logdir/main (the default origin writes into the logdir itself).
+    - a label (`site-1/rank0`, `node=node0/rank3`, `site=main`, ...) -> its origin exactly;
+    - "main" -> Origin(site="main"): it is not the logdir itself, so it is not the default origin;
+    - any other run: a last part `rank<N>` -> rank N; the first other part -> the site, the second
+      -> the node, any more joined to the node with "." ("exp/seed0/train" -> site "exp", node
+      "seed0.train"); characters an origin cannot hold become "_" and parts are cut to 128.
     """
     parts = [p for p in run.split("/") if p not in ("", ".")]
     if not parts:
         return DEFAULT_ORIGIN
+    label = "/".join(parts)
+    if label != MAIN:
+        try:
+            return Origin.from_label(label)
+        except InvalidEvent:
+            pass
     rank = None
     if match := _RANK.fullmatch(parts[-1]):
         rank = int(match.group(1))

@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from bus import Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text
 
 from ._jsonl import encode_lines
+from ._open_set import OpenSet
 from ._png import encode_png
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["GROUP_TAG", "ORIGIN_TAG", "MLflowSink"]
+__all__ = ["GROUP_TAG", "MAX_OPEN_RUNS", "ORIGIN_TAG", "MLflowSink"]
 
 log = logging.getLogger("metricbus")
 
@@ -47,16 +48,24 @@ METRICS_PER_CALL = 1000
 PARAMS_PER_CALL = 100
 #: The characters MLflow allows in metric and param names (Windows: no ':').
 _NAME_CHARS = re.compile(r"[/\w.\- ]*" if os.name == "nt" else r"[/\w.\- :]*")
+#: Runs a sink keeps RUNNING by default; another origin's run is set FINISHED to make room and
+#: resumed (one `get_run` and one `update_run`) when its origin logs again.
+MAX_OPEN_RUNS = 64
 _BAD_NAME = f"names MLflow rejects (up to {MAX_NAME_LENGTH} letters, digits, '_-. :/', as a normalized relative path)"
 _CHANGED_PARAM = "params whose value MLflow cannot change (a run's param is set once)"
 
 
 @dataclass
 class _Run:
-    """An origin's MLflow run and the params it holds already."""
+    """An origin's open MLflow run and the params it holds already."""
 
+    client: MlflowClient = field(repr=False)
     run_id: str
     params: dict[str, str]
+
+
+def _finish(run: _Run) -> None:
+    run.client.set_terminated(run.run_id, "FINISHED")
 
 
 @dataclass
@@ -88,6 +97,10 @@ class MLflowSink(Sink):
     Refused, counted as `rejected` with a logged reason, the rest of the batch delivered: an
     event with a name MLflow rejects, and an Hparams event that would change a param the run
     already has. Runs in a worker process by default: MLflow costs ~85 us of CPU per metric.
+
+    At most `max_open_runs` runs are RUNNING at once, whatever the number of origins: the least
+    recently written one is set FINISHED to make room and set RUNNING again, the same run, when
+    its origin writes next.
     """
 
     isolation: ClassVar[Literal["none", "host", "process"]] = "process"
@@ -104,6 +117,7 @@ class MLflowSink(Sink):
         tags: dict[str, str] | None = None,
         dir: str | Path = "mlruns",
         artifact_location: str | None = None,
+        max_open_runs: int = MAX_OPEN_RUNS,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -119,7 +133,8 @@ class MLflowSink(Sink):
         self.artifact_location = artifact_location
         self._client: MlflowClient | None = None
         self._experiment_id = ""
-        self._runs: dict[str, _Run] = {}  # by origin label
+        self._runs: OpenSet[str, _Run] = OpenSet(max_open_runs, _finish)  # open runs by origin label
+        self._run_ids: dict[str, str] = {}  # every run this sink wrote, open or not, by origin label
 
     @property
     def name(self) -> str:
@@ -138,10 +153,10 @@ class MLflowSink(Sink):
             artifacts = artifacts or (root / "artifacts").as_uri()
         client = MlflowClient(tracking_uri=uri)
         self._experiment_id = _experiment_id(client, self.experiment, artifacts)
-        self._client, self._runs = client, {}
+        self._client, self._run_ids = client, {}
 
     async def write_batch(self, events: Sequence[Event]) -> int:
-        writes: dict[str, _Writes] = {}
+        by_label: dict[str, list[Event]] = {}
         refused: dict[str, set[str]] = {}  # reason -> the names at fault
         truncated: set[str] = set()
         count = 0
@@ -150,20 +165,21 @@ class MLflowSink(Sink):
             if bad:
                 count += 1
                 refused.setdefault(_BAD_NAME, set()).update(bad)
-                continue
-            label = event.origin.label
-            run, into = self._run(label), writes.setdefault(label, _Writes())
-            params, cut = _params(event)
-            changed = [k for k, v in params.items() if run.params.get(k, into.params.get(k, v)) != v]
-            if changed:
-                count += 1
-                refused.setdefault(_CHANGED_PARAM, set()).update(changed)
-                continue
-            into.params.update(params)
-            truncated.update(cut)
-            _add(event, into)
-        for label, into in writes.items():
-            self._write(self._runs[label], into)
+            else:
+                by_label.setdefault(event.origin.label, []).append(event)
+        for label, label_events in by_label.items():  # one run open at a time: any number of origins fit the limit
+            run, into = self._run(label), _Writes()
+            for event in label_events:
+                params, cut = _params(event)
+                changed = [k for k, v in params.items() if run.params.get(k, into.params.get(k, v)) != v]
+                if changed:
+                    count += 1
+                    refused.setdefault(_CHANGED_PARAM, set()).update(changed)
+                    continue
+                into.params.update(params)
+                truncated.update(cut)
+                _add(event, into)
+            self._write(run, into)
         if refused:
             reasons = "; ".join(f"{reason}: {sorted(names)}" for reason, names in refused.items())
             log.warning("mlflow sink: %d events refused: %s", count, reasons)
@@ -172,11 +188,9 @@ class MLflowSink(Sink):
         return count
 
     async def close(self) -> None:
-        client, runs = self._client, self._runs
-        self._client, self._runs = None, {}
+        client, self._client = self._client, None
         if client is not None:
-            for run in runs.values():
-                client.set_terminated(run.run_id, "FINISHED")
+            self._runs.close_all()
 
     def _opened(self) -> MlflowClient:
         if self._client is None:
@@ -184,21 +198,29 @@ class MLflowSink(Sink):
         return self._client
 
     def _run(self, label: str) -> _Run:
-        """The origin's run: this sink's, or one an earlier open made (found by its tags), or a new one."""
+        """The origin's open run: resumed if this sink or an earlier open made it (found by its
+        tags), else a new one. Finishes the least recently used open run if the set is full."""
         run = self._runs.get(label)
         if run is not None:
             return run
         client = self._opened()
-        query = f"tags.`{GROUP_TAG}` = '{self.group}' and tags.`{ORIGIN_TAG}` = '{label}'"  # labels are path-safe
-        found = client.search_runs([self._experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1)
-        if found:
-            run = _Run(found[0].info.run_id, dict(found[0].data.params))
-            client.update_run(run.run_id, status="RUNNING")
+        run_id = self._run_ids.get(label)
+        if run_id is None:
+            query = f"tags.`{GROUP_TAG}` = '{self.group}' and tags.`{ORIGIN_TAG}` = '{label}'"  # labels are path-safe
+            oldest = ["attributes.start_time ASC"]
+            found = client.search_runs([self._experiment_id], query, order_by=oldest, max_results=1)
+            run_id = found[0].info.run_id if found else None
+        self._runs.make_room()
+        if run_id is not None:
+            params = dict(client.get_run(run_id).data.params)
+            client.update_run(run_id, status="RUNNING")
         else:
             tags = {**self.tags, GROUP_TAG: self.group, ORIGIN_TAG: label}
-            created = client.create_run(self._experiment_id, tags=tags, run_name=self._run_name(label))
-            run = _Run(created.info.run_id, {})
-        self._runs[label] = run
+            run_id = client.create_run(self._experiment_id, tags=tags, run_name=self._run_name(label)).info.run_id
+            params = {}
+        run = _Run(client, run_id, params)
+        self._runs.add(label, run)
+        self._run_ids[label] = run_id
         return run
 
     def _run_name(self, label: str) -> str:

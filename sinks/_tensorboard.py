@@ -26,9 +26,10 @@ import crc32c
 
 from bus import DEFAULT_ORIGIN, ChartLayout, Event, Histogram, Hparams, Image, Metrics, Origin, Scalar, Sink, Text
 
+from ._open_set import OpenSet
 from ._png import encode_png
 
-__all__ = ["TensorBoardSink"]
+__all__ = ["MAX_OPEN_RUNS", "TensorBoardSink"]
 
 log = logging.getLogger("metricbus")
 
@@ -39,6 +40,9 @@ _EVENT_HEAD = struct.Struct("<Bd")  # Event field 1 (wall_time, a double): key b
 _MAX_STEP = 2**63 - 1  # Event.step is an int64: beyond it a varint would wrap to another step
 _CACHED_HEADER_MAX = 4096  # record lengths worth caching; bigger ones are rare (text, histograms)
 _file_ids = itertools.count()  # one per file in this process: two sinks never share a file name
+#: Event files a sink keeps open by default: room for 128 origins without reopening, well under
+#: the common limit of 1,024 file descriptors per process.
+MAX_OPEN_RUNS = 128
 
 
 def _masked_crc(data: bytes) -> int:
@@ -108,29 +112,64 @@ class _ScalarPrefixes(dict[str, bytes]):
 
 
 class _Run:
-    """One event file: the run of one origin."""
+    """The event file of one origin's run. Records wait in `pending` until a batch is encoded;
+    the file is open only while the run is in the sink's open set, and is reopened to append
+    (TensorBoard reads records appended to a file it has read before)."""
 
     def __init__(self, directory: Path, suffix: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         host, pid, file_id = socket.gethostname(), os.getpid(), next(_file_ids)
         # TensorBoard reads a run's files in name order: after the second, the zero-padded
         # nanosecond keeps two files of one second (a framework's next stage, another worker
         # process) in the order they were opened, which pids and counters do not.
         seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
         self.path = directory / f"events.out.tfevents.{seconds}.{host}.{nanos:09d}.{pid}.{file_id}{suffix}"
-        self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed in TensorBoardSink.close
         self.pending: list[bytes] = []
-        # Event{wall_time=1, file_version=3}: the record every TensorBoard reader expects first
-        version = b"brain.Event:2"
-        self.file.write(encode_record(_EVENT_HEAD.pack(0x09, time.time()) + b"\x1a" + _varint(13) + version))
-        self.file.flush()
+        self.file: BinaryIO | None = None
+        self.end = -1  # bytes of whole records in the file; -1: not created yet
+        self.torn = False  # bytes past `end` may be part of a failed write: cut off before the next
 
-    def write_pending(self) -> None:
-        """One write for everything encoded since the last call, then into the OS."""
-        if self.pending:
-            self.file.write(b"".join(self.pending))
-            self.pending.clear()
-            self.file.flush()
+    def open(self) -> None:
+        """Create the file with its header record, or open it again to append."""
+        if self.end < 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
+            self.end = 0
+            # Event{wall_time=1, file_version=3}: the record every TensorBoard reader expects first
+            self.append(encode_record(_EVENT_HEAD.pack(0x09, time.time()) + b"\x1a" + _varint(13) + b"brain.Event:2"))
+        else:
+            self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+            if self.torn:
+                self._cut()
+
+    def append(self, data: bytes) -> None:
+        """Write whole records at the end, unbuffered; if this raises, none of them count."""
+        assert self.file is not None
+        if self.torn:
+            self._cut()
+        self.torn = True
+        view = memoryview(data)
+        while view:  # an unbuffered write may take only part of the bytes
+            view = view[self.file.write(view) :]
+        self.torn = False
+        self.end += len(data)
+
+    def undo(self, end: int) -> None:
+        """Forget what was written after `end` (a batch that failed part way: the bus retries it whole)."""
+        if end != self.end:
+            self.end, self.torn = end, True
+            if self.file is not None:
+                self._cut()
+
+    def close(self) -> None:
+        file, self.file = self.file, None
+        if file is not None:
+            file.close()
+
+    def _cut(self) -> None:
+        assert self.file is not None
+        self.file.truncate(self.end)
+        self.file.seek(self.end)
+        self.torn = False
 
 
 class TensorBoardSink(Sink):
@@ -145,15 +184,29 @@ class TensorBoardSink(Sink):
     layout (TensorBoard shows the latest of a run). Wall time and step are
     written as given. Runs in the shared sink host by default (`isolation = "host"`): encoding is
     pure Python and would otherwise take the training process's GIL.
+
+    At most `max_open_runs` event files are open at once, whatever the number of origins: the
+    least recently written one is closed to make room and opened again to append when its origin
+    writes next. A batch is all or nothing: if a write fails, what the batch wrote is cut off
+    again, so the bus's retry duplicates nothing.
     """
 
     isolation: ClassVar[Literal["none", "host", "process"]] = "host"
 
-    def __init__(self, logdir: str | Path, *, filename_suffix: str = "", histogram_bins: int = 64) -> None:
+    def __init__(
+        self,
+        logdir: str | Path,
+        *,
+        filename_suffix: str = "",
+        histogram_bins: int = 64,
+        max_open_runs: int = MAX_OPEN_RUNS,
+    ) -> None:
         self.logdir = Path(logdir)
         self.filename_suffix = filename_suffix
         self.histogram_bins = histogram_bins
         self._runs: dict[Origin, _Run] = {}
+        self._pending: dict[Origin, _Run] = {}  # runs with encoded records not yet written
+        self._open: OpenSet[Origin, _Run] = OpenSet(max_open_runs, _Run.close)
         self._headers = _Headers()
         self._values = _ValuePrefixes()
         self._scalars = _ScalarPrefixes(self._values)
@@ -178,14 +231,18 @@ class TensorBoardSink(Sink):
         self._close()
 
     def _write(self, events: Sequence[Event]) -> int | None:
-        """Encode a batch, then write and flush each run it touched. Returns the events refused."""
+        """Encode a batch, then write each run it touched. Returns the events refused."""
+        ends: dict[_Run, int] = {}  # where each run's file ended before this batch
         try:
             rejected = self._encode(events)
+            self._write_pending(ends)
         except BaseException:
-            for run in self._runs.values():  # the bus retries the whole batch: keep no part of it
+            for run in self._pending.values():  # the bus retries the whole batch: keep no part of it
                 run.pending.clear()
+            self._pending.clear()
+            for run, end in ends.items():
+                run.undo(end)
             raise
-        self._write_pending()
         if rejected:
             log.warning("tensorboard: %d events with a step beyond int64 were not written", rejected)
         return rejected or None
@@ -208,7 +265,10 @@ class TensorBoardSink(Sink):
                 continue
             origin = event.origin
             if origin is not last_origin and origin != last_origin:
-                pending = self._run(origin).pending
+                run = self._pending.get(origin)
+                if run is None:
+                    run = self._pending[origin] = self._run(origin)
+                pending = run.pending
                 last_origin = origin
             if step != last_step:  # consecutive events usually share a step; proto3 omits step 0
                 step_field, last_step = b"\x10" + _varint(step) if step else b"", step
@@ -288,19 +348,33 @@ class TensorBoardSink(Sink):
     def _run(self, origin: Origin) -> _Run:
         run = self._runs.get(origin)
         if run is None:
-            # by origin, not label: Origin(site="main") is labelled "main" too but is not the default
+            # by origin: the default origin writes into the logdir itself (its label is "main")
             directory = self.logdir if origin == DEFAULT_ORIGIN else self.logdir / origin.label
             run = self._runs[origin] = _Run(directory, self.filename_suffix)
         return run
 
-    def _write_pending(self) -> None:
-        for run in self._runs.values():
-            run.write_pending()
+    def _write_pending(self, ends: dict[_Run, int] | None = None) -> None:
+        """One write per run for everything encoded since the last call; `ends` gets where each
+        run's file ended before it."""
+        while self._pending:
+            origin, run = next(iter(self._pending.items()))
+            if self._open.get(origin) is None:
+                self._open.make_room()
+                run.open()
+                self._open.add(origin, run)
+            if ends is not None:
+                ends.setdefault(run, run.end)
+            run.append(b"".join(run.pending))
+            run.pending.clear()
+            del self._pending[origin]
 
     def _close(self) -> None:
+        self._write_pending()
+        self._open.close_all()
         for run in self._runs.values():
-            run.write_pending()
-            run.file.close()
+            if run.torn:  # a failed write that was never retried: cut it off
+                run.open()
+                run.close()
         self._runs.clear()
 
 

@@ -19,9 +19,11 @@ async def test_openfl_style_callback_gets_node_task_metric_value_round() -> None
     async with MetricBus() as bus:
         bus.add_sink(CallbackSink(write_metric))
         await bus.publish(
-            Scalar("loss", 0.5, step=10, origin=Origin(node="col1"), context=Context(task="train", round=2))
+            Scalar("loss", 0.5, step=10, origin=Origin(site="col1"), context=Context(task="train", round=2))
         )
-        await bus.publish(Metrics({"acc": 0.9, "f1": 0.8}, step=11, origin=Origin(node="col2")))
+        await bus.publish(
+            Metrics({"acc": 0.9, "f1": 0.8}, step=11, origin=Origin(site="col2"))
+        )  # as openfl_callback publishes
         await bus.publish(Text("note", "not a metric", step=0))
     assert calls == [
         ("col1", "train", "loss", 0.5, 2),

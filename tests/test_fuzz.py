@@ -22,7 +22,6 @@ import hypothesis.extra.numpy as npst
 import hypothesis.strategies as st
 import msgspec
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from PIL import Image as PILImage
@@ -187,8 +186,15 @@ contexts: st.SearchStrategy[dict[str, Any] | None] = st.one_of(
 hostile_contexts: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.builds(dict, epoch=hostile_steps), st.builds(dict, round=hostile_steps), st.builds(dict, task=hostile_names)
 )
-# Distinct origins with distinct labels (labels can collide: see test_origins_with_one_label_...).
-ORIGINS = [DEFAULT_ORIGIN, Origin(site="site-1"), Origin(site="site-1", rank=2**63 - 1), Origin(node="n.2", rank=0)]
+# Origins whose names once shared a label (site-1 and node site-1, the default and site main).
+ORIGINS = [
+    DEFAULT_ORIGIN,
+    Origin(site="site-1"),
+    Origin(node="site-1"),
+    Origin(site="main"),
+    Origin(site="site-1", rank=2**63 - 1),
+    Origin(node="n.2", rank=0),
+]
 identifiers = st.from_regex(r"[A-Za-z0-9_.\-]{1,8}", fullmatch=True)
 hostile_origins: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.builds(dict, site=st.one_of(hostile_names, junk), node=identifiers),
@@ -553,22 +559,26 @@ def test_tensorboard_bins_values_numpy_cannot_split_into_equal_bins() -> None:
         check_tensorboard(Path(root) / "tb", events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="design issue: Origin.label is not unique (Origin(site='x') and Origin(node='x') are both 'x'; "
-    "Origin(site='a', rank=0) and Origin(site='a', node='rank0') both 'a/rank0'; Origin(site='main') and "
-    "the default origin both 'main'), and CSV's origin column and TensorBoard's run directory are the label",
-)
-def test_distinct_origins_stay_apart_in_the_csv_origin_column() -> None:
+def test_distinct_origins_with_one_name_stay_apart_in_every_sink() -> None:
+    """Origins that once shared a label: each gets its own CSV origin value, TensorBoard run and
+    callback node name, and every event reads back from its own place."""
     pairs = [
         (Origin(site="x"), Origin(node="x")),
         (Origin(site="a", rank=0), Origin(site="a", node="rank0")),
         (DEFAULT_ORIGIN, Origin(site="main")),
+        (Origin(site="rank3"), Origin(rank=3)),
     ]
-    events: list[Event] = [Scalar("loss", 0.5, step=0, origin=origin) for pair in pairs for origin in pair]
+    events: list[Event] = [
+        Scalar("loss", float(i), step=0, origin=origin) for i, origin in enumerate(o for pair in pairs for o in pair)
+    ]
     with tempfile.TemporaryDirectory() as root:
-        anyio.run(publish, Sinks(Path(root), in_process=True), events)
+        sinks = Sinks(Path(root), in_process=True)
+        bus = anyio.run(publish, sinks, events)
+        check_stats(bus, events)
+        sinks.check(events)  # CSV, JSONL, TensorBoard (a run per label), callbacks: each event in its place
         with open(Path(root) / "long.csv", newline="", encoding="utf-8") as f:
             labels = [row["origin"] for row in csv.DictReader(f)]
+        runs = {p.parent for p in (Path(root) / "tb").rglob("events.out.tfevents.*")}
     assert len(set(labels)) == len(events), labels
+    assert len(runs) == len(events), sorted(runs)
+    assert {call[0] for call in sinks.calls} == set(labels)

@@ -314,3 +314,31 @@ async def test_images_become_png_artifacts_with_their_pixels(store: Path, experi
     (run,) = runs_of(store, experiment).values()
     local = client_of(store).download_artifacts(run.info.run_id, "images/sample/step_7.png", str(tmp_path))
     assert PILImage.open(local).convert("RGB").tobytes() == pixels
+
+
+async def test_at_most_max_open_runs_are_running_and_a_finished_run_is_resumed_as_the_same_run(
+    store: Path, experiment: str
+) -> None:
+    sink = MLflowSink(dir=store, experiment=experiment, group="g", max_open_runs=2)
+    origins = [Origin(site="site-1"), Origin(node="site-1"), Origin(rank=0), Origin(site="a", rank=0)]
+    client = client_of(store)
+    await sink.open()
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id  # type: ignore[union-attr]
+    running = []
+    for step in range(3):
+        for i, origin in enumerate(origins):
+            await sink.write_batch([Scalar("loss", step + i / 10, step=step, origin=origin)])
+            running.append(len(client.search_runs([experiment_id], "attributes.status = 'RUNNING'")))
+        await sink.write_batch(
+            [Hparams({"lr": 0.1}, {"acc": step + i / 10}, step=step, origin=o) for i, o in enumerate(origins)]
+        )
+        running.append(len(client.search_runs([experiment_id], "attributes.status = 'RUNNING'")))
+    await sink.close()
+    assert max(running) == 2
+    runs = runs_of(store, experiment)
+    assert sorted(runs) == sorted(o.label for o in origins)  # one run per origin, however often it was resumed
+    for i, origin in enumerate(origins):
+        run = runs[origin.label]
+        assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.1"}
+        assert [(s, v) for s, _t, v in history(store, run, "loss")] == [(s, s + i / 10) for s in range(3)]
+        assert [(s, v) for s, _t, v in history(store, run, "acc")] == [(s, s + i / 10) for s in range(3)]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 import time
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from bus import InvalidConfig, MetricBus, Metrics, Origin, RateLimit, Scalar, Text
+from bus._rate import Reducer
 from sinks import MemorySink
 from tests.helpers import wait_until
 
@@ -99,3 +102,64 @@ def test_a_rate_limit_takes_exactly_one_window_kind() -> None:
     ):
         with pytest.raises(InvalidConfig):
             RateLimit(**bad)  # type: ignore[arg-type]
+
+
+# ---- a value never moves to another step ----
+
+
+async def test_a_step_that_goes_backwards_closes_the_window() -> None:
+    sink = MemorySink()
+    steps = [10, 5, 7, 5, 12]  # all in one wall-time window
+    async with MetricBus() as bus:
+        bus.add_sink(sink, rate=RateLimit(per_second=10, reduce="mean"))
+        await bus.publish_many([Scalar("x", float(i), step=s, wall_time=T0) for i, s in enumerate(steps)])
+    # windows [10], [5, 7], [5, 12]: each row at a step of its own window, never a value of step 10 at 12
+    assert rows(sink) == [(10, {"x": 0.0}), (7, {"x": 1.5}), (12, {"x": 3.5})]
+    stats = bus.stats()["memory"]
+    assert stats.delivered == 3 and stats.reduced == 2 and stats.balanced
+
+
+async def test_a_metric_logged_once_in_a_window_keeps_its_own_step() -> None:
+    sink = MemorySink()
+    async with MetricBus() as bus:
+        bus.add_sink(sink, rate=RateLimit(every=10, reduce="mean"))
+        for step in range(20):
+            await bus.publish(Scalar("loss", float(step), step, wall_time=T0 + step))
+            if step % 10 == 5:  # an eval every 10 steps, in the middle of each window
+                await bus.publish(Metrics({"val/acc": step / 100, "val/loss": step / 10}, step, wall_time=T0 + step))
+    assert rows(sink) == [
+        (5, {"val/acc": 0.05, "val/loss": 0.5}),
+        (9, {"loss": 4.5}),
+        (15, {"val/acc": 0.15, "val/loss": 1.5}),
+        (19, {"loss": 14.5}),
+    ]
+    assert [e.wall_time for e in sink.events] == [T0 + 5, T0 + 9, T0 + 15, T0 + 19]
+    stats = bus.stats()["memory"]
+    assert stats.published == 22 and stats.delivered == 4 and stats.reduced == 18 and stats.balanced
+
+
+logged = st.lists(
+    st.tuples(st.integers(0, 30), st.sets(st.sampled_from("abc"), min_size=1), st.floats(0, 3)), max_size=60
+)
+
+
+@given(logged, st.sampled_from(["last", "mean", "min", "max"]), st.sampled_from([{"every": 4}, {"per_second": 1.0}]))
+def test_every_row_value_sits_at_a_step_its_metric_was_logged_at(
+    calls: list[tuple[int, set[str], float]], reduce: str, window: dict[str, float]
+) -> None:
+    """Whatever the order of steps: a row's value for a metric is at a step that metric was logged
+    at; with `last`, it is the value logged last there; every event is delivered or reduced."""
+    events = [
+        Metrics({name: step + offset / 4 for name in names}, step, wall_time=T0 + offset)
+        for step, names, offset in calls
+    ]
+    reducer = Reducer(RateLimit(reduce=reduce, **window))  # type: ignore[arg-type]
+    out = [row for event in events for row in reducer.add(event)] + reducer.drain()
+    assert reducer.held == 0 and len(out) + reducer.reduced == len(events)
+    logged_at = {(name, step) for step, names, _ in calls for name in names}
+    for row in out:
+        assert isinstance(row, Metrics)
+        for name, value in row.values.items():
+            assert (name, row.step) in logged_at
+            if reduce == "last":
+                assert math.floor(value) == row.step  # the value logged at that step, not another's

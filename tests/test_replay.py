@@ -274,18 +274,22 @@ def test_unsupported_and_torn_tensorboard_records_are_counted_and_the_rest_repla
         ("rank01", Origin(site="rank01")),  # a label never writes rank01: a name
         ("exp/seed0/train", Origin(site="exp", node="seed0.train")),
         ("exp 1/tr@in", Origin(site="exp_1", node="tr_in")),
+        ("node=node0/rank3", Origin(node="node0", rank=3)),
+        ("site=main", Origin(site="main")),
+        ("a/node=rank0", Origin(site="a", node="rank0")),
     ],
 )
 def test_tensorboard_runs_map_back_to_origins(run: str, origin: Origin) -> None:
     assert origin_from_run(run) == origin
 
 
-def test_every_label_tensorboard_sink_writes_with_a_site_maps_back_to_its_origin() -> None:
-    for site in ("a", "site-1", "Site_2.x"):
-        for node in ("", "n", "node-7"):
+def test_every_run_tensorboard_sink_writes_maps_back_to_its_origin() -> None:
+    for site in ("", "a", "site-1", "Site_2.x", "main", "rank0", "rank01"):
+        for node in ("", "n", "node-7", "main", "rank3"):
             for rank in (None, 0, 1, 65):
                 origin = Origin(site=site, node=node, rank=rank)
-                assert origin_from_run(origin.label) == origin
+                if origin != DEFAULT_ORIGIN:  # the default origin's run is the logdir itself
+                    assert origin_from_run(origin.label) == origin
 
 
 # ---- bad input ----

@@ -44,7 +44,7 @@ async def test_samples_are_plausible_carry_the_origin_and_stop_with_the_bus() ->
     assert sampler.samples == len(samples)  # every sample taken reached the sink
     own_rss = psutil.Process().memory_info().rss / 2**20
     for e in samples:
-        assert e.origin.label == "worker-1"
+        assert e.origin == Origin(node="worker-1")
         assert 0 <= e.values["system/cpu_percent"] <= 100 * (os.cpu_count() or 1)
         assert 0.5 * own_rss < e.values["system/rss_mb"] < 2 * own_rss
         assert 0 < e.values["system/memory_percent"] <= 100

@@ -31,7 +31,20 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import custom_scalars
 from tensorboardX.summary import image as tensorboardx_image
 
-from bus import ChartLayout, Event, Histogram, Hparams, Image, InvalidEvent, MetricBus, Metrics, Origin, Scalar, Text
+from bus import (
+    ChartLayout,
+    Event,
+    Histogram,
+    Hparams,
+    Image,
+    InvalidConfig,
+    InvalidEvent,
+    MetricBus,
+    Metrics,
+    Origin,
+    Scalar,
+    Text,
+)
 from sinks import TensorBoardSink
 
 pytestmark = pytest.mark.anyio
@@ -203,16 +216,18 @@ async def test_one_run_per_origin_side_by_side(tmp_path: Path) -> None:
             Scalar("loss", step + 0.5, step=step, origin=Origin(site="site-1")),
             Scalar("loss", step + 0.25, step=step, origin=Origin(site="site-2")),
             Scalar("loss", -1.0, step=step, origin=Origin(site="site-1", rank=1)),
-            Scalar("loss", -2.0, step=step, origin=Origin(site="main")),  # labelled "main", not the default
+            Scalar("loss", -2.0, step=step, origin=Origin(site="main")),  # labelled "site=main": not the default
+            Scalar("loss", -3.0, step=step, origin=Origin(node="site-1")),  # a node, not the site site-1
         ]
     await publish(tmp_path, events, max_batch=3)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["main", "site-1", "site-2"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["node=site-1", "site-1", "site-2", "site=main"]
     runs = {".": 0.0, "site-1": 0.5, "site-2": 0.25}
     for run, offset in runs.items():
         assert len(event_files(tmp_path / run)) == 1
         assert [(e.step, e.value) for e in load(tmp_path / run).Scalars("loss")] == [(s, s + offset) for s in range(5)]
     assert [e.value for e in load(tmp_path / "site-1" / "rank1").Scalars("loss")] == [-1.0] * 5
-    assert [e.value for e in load(tmp_path / "main").Scalars("loss")] == [-2.0] * 5
+    assert [e.value for e in load(tmp_path / "site=main").Scalars("loss")] == [-2.0] * 5
+    assert [e.value for e in load(tmp_path / "node=site-1").Scalars("loss")] == [-3.0] * 5
 
 
 async def test_values_beyond_float32_become_infinity_not_garbage(tmp_path: Path) -> None:
@@ -379,3 +394,104 @@ async def test_files_a_run_gets_from_later_stages_are_read_in_the_order_they_wer
         await sink.close()
     assert len(event_files(tmp_path)) == 12
     assert [e.step for e in load(tmp_path).Scalars("loss")] == list(range(12))
+
+
+# ---- many origins: a bounded set of open files ----
+
+
+def open_event_files(logdir: Path) -> int:
+    """Event files under `logdir` this process holds open now."""
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:  # closed since the listing
+            continue
+    return sum(1 for t in targets if t.startswith(str(logdir)) and "events.out.tfevents." in t)
+
+
+async def test_at_most_max_open_runs_files_are_open_and_a_closed_run_is_appended_to(tmp_path: Path) -> None:
+    sink = TensorBoardSink(tmp_path, max_open_runs=3)
+    origins = [Origin(site=f"site-{i}") for i in range(10)]
+    await sink.open()
+    peak = 0
+    for step in range(4):  # every origin every step: each file is closed and reopened each time
+        for origin in origins:
+            await sink.write_batch([Scalar("loss", step + 0.5, step=step, origin=origin)])
+            peak = max(peak, open_event_files(tmp_path))
+    await sink.close()
+    assert peak == 3 and open_event_files(tmp_path) == 0
+    for origin in origins:
+        (file,) = event_files(tmp_path / origin.label)  # one file per run, appended to, not a new one per reopen
+        host = re.escape(socket.gethostname())
+        assert re.fullmatch(rf"events\.out\.tfevents\.\d+\.{host}\.\d{{9}}\.\d+\.\d+", file.name)
+        assert [(e.step, e.value) for e in load(tmp_path / origin.label).Scalars("loss")] == [
+            (s, s + 0.5) for s in range(4)
+        ]
+
+
+async def test_a_live_tensorboard_reader_sees_records_appended_after_a_reopen(tmp_path: Path) -> None:
+    sink = TensorBoardSink(tmp_path, max_open_runs=1)
+    a, b = Origin(site="a"), Origin(site="b")
+    await sink.open()
+    await sink.write_batch([Scalar("loss", 1.0, step=1, origin=a)])
+    live = EventAccumulator(str(tmp_path / "a"))  # what `tensorboard --logdir` keeps reloading
+    live.Reload()
+    assert [e.step for e in live.Scalars("loss")] == [1]
+    await sink.write_batch([Scalar("loss", 9.0, step=1, origin=b)])  # closes a's file
+    assert open_event_files(tmp_path / "a") == 0
+    await sink.write_batch([Scalar("loss", 2.0, step=2, origin=a)])  # reopens it to append
+    live.Reload()  # the same reader, going on from where it stopped
+    assert [(e.step, e.value) for e in live.Scalars("loss")] == [(1, 1.0), (2, 2.0)]
+    await sink.close()
+    (file,) = event_files(tmp_path / "a")
+    assert len(list(RawEventFileLoader(str(file)).Load())) == 3  # the header record, then the two scalars
+
+
+def test_max_open_runs_must_be_a_positive_int() -> None:
+    for bad in (0, -1, 1.5, None):
+        with pytest.raises(InvalidConfig, match="max_open_runs"):
+            TensorBoardSink("runs", max_open_runs=bad)  # type: ignore[arg-type]
+
+
+PARTIAL_WRITE_CHILD = """
+import resource, signal, sys
+import anyio
+from pathlib import Path
+from bus import Origin, Scalar
+from sinks import TensorBoardSink
+
+async def main(logdir):
+    a, b = Origin(site="a"), Origin(site="b")
+    sink = TensorBoardSink(logdir, max_open_runs=1)
+    await sink.open()
+    await sink.write_batch([Scalar("x", float(s), step=s, origin=o) for s in range(100) for o in (a, b)])
+    (file_a,) = Path(logdir, "a").glob("events.*")
+    # a real partial write: the file size limit lets through half of a's next records, then EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_a.stat().st_size + 1_000, hard))
+    batch = [Scalar("x", float(s), step=s, origin=o) for s in range(100, 200) for o in (b, a)]
+    try:
+        await sink.write_batch(batch)
+    except OSError as exc:
+        print("failed:", exc.errno, flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    await sink.write_batch(batch)  # the bus's retry
+    await sink.close()
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+def test_a_batch_whose_write_fails_part_way_is_cut_off_so_its_retry_writes_it_once(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PARTIAL_WRITE_CHILD, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "failed: 27"  # EFBIG: b's records were written, a's only in part
+    for run in ("a", "b"):
+        assert [(e.step, e.value) for e in load(tmp_path / run).Scalars("x")] == [(s, float(s)) for s in range(200)]
+        (file,) = event_files(tmp_path / run)
+        assert read_strictly(file) == 201  # every record whole: no torn bytes left in the middle

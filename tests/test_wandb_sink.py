@@ -36,9 +36,9 @@ from bus import (
     Text,
 )
 from sinks import WandbSink
-from sinks._wandb import STEP_KEY
+from sinks._wandb import STEP_KEY, _run_id
 from tests.helpers import wait_until_sync
-from tests.wandb_reader import read_runs
+from tests.wandb_reader import read_resumed_runs, read_runs
 
 pytestmark = pytest.mark.anyio
 
@@ -260,3 +260,58 @@ async def test_by_default_w_and_b_gets_ten_rows_a_second_each_the_mean_of_its_wi
     assert [row["loss"] for row in rows] == [w * 100 + 49.5 for w in range(20)]  # the mean: the true curve
     stats = bus.stats()[name]
     assert stats.delivered == 20 and stats.reduced == 1_980 and stats.balanced
+
+
+# ---- many origins: a bounded set of open runs ----
+
+
+def open_run_files(under: Path) -> set[str]:
+    """The .wandb files under `under` that wandb's service (a child of this process) holds open:
+    the open runs."""
+    import psutil
+
+    services = [p for p in psutil.Process().children(recursive=True) if p.name() == "wandb-core"]
+    files = {f.path for p in services for f in p.open_files()}
+    return {f for f in files if f.endswith(".wandb") and f.startswith(str(under))}
+
+
+async def test_at_most_max_open_runs_are_open_and_a_finished_run_is_resumed_as_one_run(tmp_path: Path) -> None:
+    sink = WandbSink(project="t", dir=tmp_path, group="g", max_open_runs=2)
+    origins = [Origin(site="site-1"), Origin(node="site-1"), Origin(rank=0), Origin(site="a", rank=0)]
+    await sink.open()
+    peak = 0
+    for rnd in range(2):
+        for i, origin in enumerate(origins):
+            await sink.write_batch([Scalar("loss", rnd + i / 10, step=rnd, origin=origin)])
+            peak = max(peak, len(open_run_files(tmp_path)))
+        # one batch with every origin: written two runs at a time
+        await sink.write_batch([Scalar("acc", rnd + i / 10, step=rnd, origin=o) for i, o in enumerate(origins)])
+        peak = max(peak, len(open_run_files(tmp_path)))
+    await sink.close()
+    assert peak == 2
+    runs = read_resumed_runs(tmp_path)
+    assert sorted(run.name for run in runs.values()) == sorted(o.label for o in origins)  # one run id per origin
+    for i, origin in enumerate(origins):
+        (run,) = [r for r in runs.values() if r.name == origin.label]
+        assert run.run_id == _run_id("g", origin.label) and run.group == "g"
+        assert run.files > 1  # finished and resumed under its id
+        rows = [(r[STEP_KEY], *sorted(k for k in r if not k.startswith("_") and k != STEP_KEY)) for r in run.history]
+        assert rows == [(0, "loss"), (0, "acc"), (1, "loss"), (1, "acc")]
+        assert [r.get("loss", r.get("acc")) for r in run.history] == [i / 10, i / 10, 1 + i / 10, 1 + i / 10]
+
+
+def test_run_ids_are_stable_and_distinct_for_labels_that_would_read_alike() -> None:
+    assert _run_id("g", "site-1/rank0") == _run_id("g", "site-1/rank0")
+    assert _run_id("g", "site-1/rank0").startswith("g-site-1-rank0-")
+    assert len({_run_id("g", "a/b"), _run_id("g", "a-b"), _run_id("g-a", "b"), _run_id("g", "a=b")}) == 4
+    long = _run_id("g" * 200, "site")
+    assert len(long) <= 128 and long != _run_id("g" * 200, "other")
+
+
+async def test_by_default_a_step_that_goes_backwards_starts_a_new_row_never_moving_a_value(tmp_path: Path) -> None:
+    steps = [10, 5, 7, 5, 12]  # within one 0.1 s window of W&B's default rate control
+    async with MetricBus() as bus:
+        bus.add_sink(WandbSink(project="t", dir=tmp_path), isolate="none")
+        await bus.publish_many([Scalar("loss", float(i), step=s, wall_time=1e9) for i, s in enumerate(steps)])
+    (run,) = read_runs(tmp_path).values()
+    assert [(row[STEP_KEY], row["loss"]) for row in user_rows(run.history)] == [(10, 0.0), (7, 1.5), (12, 3.5)]

@@ -79,6 +79,9 @@ class WandbRun:
     history: list[dict[str, Any]]
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    started: int = 0  # ns since the epoch: when this file's run (or its resumption) started
+    files: int = 1  # .wandb files read into this run: more than one when it was resumed
 
 
 def finished_records(path: Path, within: float = 30.0) -> list[Any]:
@@ -97,7 +100,8 @@ def read_run(path: Path) -> WandbRun:
     for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.name, run.group = record.run.display_name, record.run.run_group
+            run.name, run.group, run.run_id = record.run.display_name, record.run.run_group, record.run.run_id
+            run.started = record.run.start_time.ToNanoseconds()
             run.config.update(_items(record.run.config.update))
         elif kind == "history":
             run.history.append(_items(record.history.item))
@@ -112,3 +116,20 @@ def read_runs(wandb_dir: Path) -> dict[str, WandbRun]:
     """Every run under a wandb directory, keyed by run name."""
     runs = [read_run(p) for p in sorted(wandb_dir.rglob("*.wandb"))]
     return {run.name: run for run in runs}
+
+
+def read_resumed_runs(wandb_dir: Path) -> dict[str, WandbRun]:
+    """Every run under a wandb directory keyed by run id, its files (one per start or resumption,
+    as `wandb sync` uploads them: in order of start time) read as one run."""
+    merged: dict[str, WandbRun] = {}
+    for part in sorted((read_run(p) for p in wandb_dir.rglob("*.wandb")), key=lambda r: r.started):
+        run = merged.get(part.run_id)
+        if run is None:
+            merged[part.run_id] = part
+            continue
+        assert (part.name, part.group) == (run.name, run.group), f"run {part.run_id} changed its name or group"
+        run.history += part.history
+        run.config.update(part.config)
+        run.summary.update(part.summary)
+        run.files += 1
+    return merged

@@ -2,7 +2,9 @@
 
 OpenFL calls `callback(node_name, task_name, metric_name, metric, round_number)` on the
 aggregator for every metric of every task. `openfl_callback(log)` returns such a function:
-the node becomes the event's origin, the task and round its context, the round its step.
+the node (a collaborator, or the aggregator) becomes the event's origin site, as NVFlareWriter's
+sites do: federated participants label their runs by their bare name ("col1"). The task and round
+become its context, the round its step.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def openfl_callback(logger: MetricLogger) -> MetricCallback:
     def write_metric(node_name: str, task_name: str, metric_name: str, metric: Any, round_number: int) -> None:
         origin = origins.get(node_name)
         if origin is None:
-            origin = origins[node_name] = Origin(node=origin_part(node_name))
+            origin = origins[node_name] = Origin(site=origin_part(node_name))
         context = Context(task=task_name or None, round=round_number)
         logger.publish(Scalar(metric_name, _scalar(metric), round_number, origin=origin, context=context))
 

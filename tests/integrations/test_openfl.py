@@ -1,4 +1,4 @@
-"""OpenFL: a callback with OpenFL's exact signature publishes with origin = node, context = task
+"""OpenFL: a callback with OpenFL's exact signature publishes with origin = the node as a site, context = task
 and round; collaborator names become valid origins; a plan-built logger can stand behind it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bus import Context, InvalidEvent, Scalar
+from bus import Context, InvalidEvent, Origin, Scalar
 from producers import MetricLogger
 from producers._plan import load_plan, resolve
 from producers.integrations import openfl_callback
@@ -27,9 +27,9 @@ def test_the_callback_publishes_node_task_and_round() -> None:
         write_metric("col2", "", "loss", np.array(0.5), 5)
     first, second, third = sink.events
     assert isinstance(first, Scalar) and isinstance(second, Scalar) and isinstance(third, Scalar)
-    assert (first.origin.node, first.name, first.value, first.step) == ("collaborator_one", "acc", 0.81, 3)
+    assert (first.origin.site, first.name, first.value, first.step) == ("collaborator_one", "acc", 0.81, 3)
     assert first.context == Context(task="aggregated_model_validation", round=3)
-    assert (second.origin.label, second.value, second.context) == ("col2", 0.25, Context(task="train", round=4))
+    assert (second.origin, second.value, second.context) == (Origin(site="col2"), 0.25, Context(task="train", round=4))
     assert third.context == Context(round=5) and third.value == 0.5
 
 
