@@ -30,6 +30,8 @@ from ._events import (
     Image,
     Metrics,
     Origin,
+    RunConfig,
+    RunSummary,
     Scalar,
     Text,
 )
@@ -63,6 +65,8 @@ __all__ = [
     "ProcessSink",
     "RateLimit",
     "RetryPolicy",
+    "RunConfig",
+    "RunSummary",
     "Scalar",
     "Sink",
     "SinkAlreadyAdded",
