@@ -6,7 +6,7 @@ the current step until it is committed (`log` without `step` and `commit`, `comm
 commits the pending row and moves to it; a `step=` lower than the current one is ignored with a
 warning (wandb's own words), and so is its data. Each committed row is published as events at
 its step: numbers as one Metrics, strings as Text, histograms and images as their events.
-`run.step` follows wandb's client-side counter.
+`run.step` is that current step, as wandb's core reports it.
 
 Where the events go: every sink of the logger (a plan file's, `METRICBUS_SINKS`', `sinks=`'s)
 and a W&B run through `sinks.WandbSink` (offline unless the script or WANDB_MODE says online;
@@ -302,7 +302,6 @@ class Run:
         self._started = False
         self._finished = False
         self._step = 0  # wandb-core's current history step: the step of the pending row
-        self._local_step = 0  # wandb's client-side counter, which run.step reports
         self._numbers: dict[str, float] = {}  # the pending row: numbers
         self._others: dict[str, Event] = {}  # ... and text, histograms, images, as events at its step
         self._row_values: dict[str, Any] = {}  # ... as the script gave them, for the summary
@@ -369,8 +368,9 @@ class Run:
 
     @property
     def step(self) -> int:
-        """wandb's `run.step`: the step the next `log` without `step=` writes to."""
-        return self._local_step
+        """wandb's `run.step`: the step of the row being built, which the next `log` without
+        `step=` writes to (wandb asks its core for it; this run is its own core)."""
+        return self._step
 
     @property
     def logger(self) -> MetricLogger:
@@ -386,10 +386,6 @@ class Run:
             step = _as_step(step)
         target = self._step if step is None or step <= self._step else step
         numbers, others, originals = _row(data, target)
-        if step is not None and step > self._local_step:
-            self._local_step = step
-        if (step is None and commit is None) or commit:
-            self._local_step += 1
         if step is not None:
             if step > self._step:
                 self._commit_row()

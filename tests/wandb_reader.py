@@ -79,6 +79,8 @@ class WandbRun:
     history: list[dict[str, Any]]
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    job_type: str = ""
+    tags: list[str] = field(default_factory=list)
 
 
 def finished_records(path: Path, within: float = 30.0) -> list[Any]:
@@ -98,6 +100,7 @@ def read_run(path: Path) -> WandbRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.name, run.group = record.run.display_name, record.run.run_group
+            run.job_type, run.tags = record.run.job_type, list(record.run.tags)
             run.config.update(_items(record.run.config.update))
         elif kind == "history":
             run.history.append(_items(record.history.item))
