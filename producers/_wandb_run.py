@@ -385,7 +385,7 @@ class Run:
         if step is not None:
             step = _as_step(step)
         target = self._step if step is None or step <= self._step else step
-        numbers, others, originals = _row(data, target)
+        metrics, others, originals = _row(data, target)
         if step is not None:
             if step > self._step:
                 self._commit_row()
@@ -399,6 +399,12 @@ class Run:
                     self._step,
                 )
                 return
+        flush = commit if commit is not None else step is None
+        if flush and not self._touched:  # the usual call, a whole row at once: published as it is
+            self._publish_row(metrics, others, originals)
+            self._step += 1
+            return
+        numbers = metrics.values if metrics is not None else {}
         for name in numbers:
             self._others.pop(name, None)
         for name in others:
@@ -407,7 +413,7 @@ class Run:
         self._others.update(others)
         self._row_values.update(originals)
         self._touched = True
-        if commit if commit is not None else step is None:
+        if flush:
             self._commit_row()
             self._step += 1
 
@@ -490,13 +496,20 @@ class Run:
         """Publish the pending row at the current step, if a log call reached it."""
         if not self._touched:
             return
-        events: list[Event] = []
-        if self._numbers or not self._others:  # an empty log({}) is a row of its own, as in wandb
-            events.append(Metrics(self._numbers, self._step))
-        events.extend(self._others.values())
-        self._publish(events)
-        self.summary._rows(self._row_values)
+        metrics = Metrics(self._numbers, self._step) if self._numbers else None
+        self._publish_row(metrics, self._others, self._row_values)
         self._numbers, self._others, self._row_values, self._touched = {}, {}, {}, False
+
+    def _publish_row(self, metrics: Metrics | None, others: dict[str, Event], originals: dict[str, Any]) -> None:
+        """A committed row's events: numbers as one Metrics, the rest as their own events."""
+        events = list(others.values())
+        if metrics is not None or not events:  # an empty log({}) is a row of its own, as in wandb
+            events.insert(0, metrics if metrics is not None else Metrics({}, self._step))
+        self._publish(events)
+        if metrics is not None:
+            self.summary._rows(metrics.values)
+        if originals:
+            self.summary._rows(originals)
 
     def _publish(self, events: Iterable[Event]) -> None:
         self._start()
@@ -545,11 +558,18 @@ def _as_step(step: Any) -> int:
     return value
 
 
-def _row(
+def _row(data: Mapping[str, Any], step: int) -> tuple[Metrics | None, dict[str, Event], dict[str, Any]]:
+    """One log call's values, checked here at the call: its numbers as one Metrics event at
+    `step`, its other values as events at `step`, and those other values as given."""
+    numbers, others, originals = _values(data, step)
+    return (Metrics(numbers, step) if numbers else None), others, originals
+
+
+def _values(
     data: Mapping[str, Any], step: int, prefix: str = ""
-) -> tuple[dict[str, float], dict[str, Event], dict[str, Any]]:
-    """One log call's values, checked: numbers (as floats), other values as events at `step`, and
-    the values as given. A nested dict's keys become 'parent.child' (as W&B shows them)."""
+) -> tuple[dict[str, Any], dict[str, Event], dict[str, Any]]:
+    """A log call's numbers (as given), other values as events, and those as given. A nested
+    dict's keys become 'parent.child' (as W&B shows them)."""
     numbers: dict[str, Any] = {}
     others: dict[str, Event] = {}
     originals: dict[str, Any] = {}
@@ -562,12 +582,13 @@ def _row(
         kind = type(value)
         if kind is float or kind is int:
             numbers[name] = value
-        elif kind is str:
+            continue
+        if kind is str:
             others[name] = Text(name, value, step)
         elif isinstance(value, (Histogram, Image)):
             others[name] = value.event(name, step)
         elif isinstance(value, Mapping):
-            nested = _row(value, step, f"{name}.")
+            nested = _values(value, step, f"{name}.")
             numbers.update(nested[0])
             others.update(nested[1])
             originals.update(nested[2])
@@ -580,9 +601,8 @@ def _row(
             raise InvalidEvent(name, value, "is many values: log Histogram(values), or one name per value")
         else:
             numbers[name] = value  # numpy scalars, one-element arrays and tensors: Metrics reads them
+            continue
         originals[name] = value
-    if numbers:
-        numbers = Metrics(numbers, step).values  # checked and coerced to floats, here at the call
     return numbers, others, originals
 
 
