@@ -597,13 +597,24 @@ def _values(
             raise InvalidEvent(name, value, "is not a number: log a number (int(flag) for a flag) or a str")
         elif is_wandb_media(value):
             raise InvalidEvent(name, value, f"is wandb's own {kind.__name__}: use producers.wandb.{kind.__name__}")
-        elif isinstance(value, (list, tuple)) or getattr(value, "size", 1) != 1:
+        elif _many(value):
             raise InvalidEvent(name, value, "is many values: log Histogram(values), or one name per value")
         else:
             numbers[name] = value  # numpy scalars, one-element arrays and tensors: Metrics reads them
             continue
         originals[name] = value
     return numbers, others, originals
+
+
+def _many(value: Any) -> bool:
+    """True for a list, a tuple, or an array or tensor of more than one element."""
+    if isinstance(value, (list, tuple)):
+        return True
+    size = getattr(value, "size", None)  # numpy: an int; torch: a method (numel counts)
+    if callable(size):
+        numel = getattr(value, "numel", None)
+        return callable(numel) and numel() != 1
+    return isinstance(size, int) and size != 1
 
 
 def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

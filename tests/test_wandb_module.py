@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import wandb as real_wandb
 from PIL import Image as PILImage
 from wandb_reader import WandbRun, read_run
 
 import producers.wandb as our_wandb
+import wandb as real_wandb
 from bus import BusClosed, BusStateError, InvalidConfig, InvalidEvent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,6 +262,7 @@ def test_refused_with_a_typed_error_that_names_an_alternative(tmp_path: Path) ->
             ({"flag": True}, "not a number"),
             ({"x": None}, "not a number"),
             ({"xs": [1, 2]}, "Histogram"),
+            ({"t": torch.ones(3)}, "Histogram"),
             ({"_step": 3}, "wandb sets itself"),
             ({"img": real_wandb.Image(np.zeros((2, 2, 3), np.uint8))}, "producers.wandb.Image"),
             ({"x": float("nan"), 3: 1.0}, "str"),
@@ -276,7 +277,8 @@ def test_refused_with_a_typed_error_that_names_an_alternative(tmp_path: Path) ->
         assert our_wandb.config.lr == 0.2
         with pytest.raises(InvalidEvent, match="boxes"):
             our_wandb.Image(np.zeros((2, 2, 3), np.uint8), boxes={"a": {}})
-        our_wandb.log({"ok": 1.0})
+        our_wandb.log({"ok": torch.tensor(1.0), "train": {"loss": np.float32(0.5)}})  # nested: "train.loss"
+        assert our_wandb.summary["ok"] == 1.0 and our_wandb.summary["train.loss"] == 0.5
         with pytest.raises(BusStateError, match="define_metric"):
             our_wandb.define_metric("late", summary="max")
     finally:
