@@ -14,7 +14,6 @@ import dataclasses
 import io
 import logging
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
@@ -308,5 +307,4 @@ def _builtin(value: bool | int | float | str) -> Any:
 
 def is_wandb_media(value: object) -> bool:
     """True for an object of real wandb's own data types (wandb.Image, wandb.Histogram, ...)."""
-    module = type(value).__module__
-    return module == "wandb" or (module.startswith("wandb.") and "wandb" in sys.modules)
+    return type(value).__module__.split(".")[0] == "wandb"

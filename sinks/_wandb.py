@@ -54,7 +54,8 @@ class WandbSink(Sink):
     (origin, step) in a batch are merged into one `run.log` call (each call costs ~100-400 us of
     Python). Histogram -> `wandb.Histogram`, Image -> `wandb.Image` (made from the raw pixels on
     the sink's call thread, which writes its PNG), Text -> a string value, Hparams -> the run
-    config (and its metrics logged at its step). `init_kwargs` go to `wandb.init` (a `settings` given
+    config (and its metrics logged at its step), RunConfig / RunSummary -> the run's config /
+    summary, as they are. `init_kwargs` go to `wandb.init` (a `settings` given
     there replaces ours). Runs in a worker process by default.
     """
 

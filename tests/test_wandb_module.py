@@ -335,3 +335,25 @@ def test_the_module_lists_what_it_exports() -> None:
         if name not in ("run",):
             assert getattr(our_wandb, name) is not None, name
     assert json.dumps(our_wandb.__all__)
+
+
+@pytest.mark.anyio
+async def test_wandb_step_logs_at_wandbs_own_step_and_counts_a_step_that_goes_back(tmp_path: Path) -> None:
+    """WandbSink(wandb_step=True), under producers.wandb: rows at `_step`; an event whose step is
+    below its run's last one (wandb would drop it without a word) is refused and counted."""
+    from bus import MetricBus, Metrics, RunSummary
+    from sinks import WandbSink
+
+    sink = WandbSink(project="steps", dir=tmp_path, group="", run_name="r", run_id="steps1", wandb_step=True)
+    async with MetricBus(raise_on_loss=False) as bus:
+        name = bus.add_sink(sink, rate="none")
+        batches = [[Metrics({"a": 1.0}, 3)], [Metrics({"b": 2.0}, 3), Metrics({"a": 3.0}, 5)], [Metrics({"a": 9.0}, 4)]]
+        for batch in batches:
+            await bus.publish_many(batch)
+            await bus.flush()
+        await bus.publish(RunSummary({"best": 1.0}, step=5))
+    stats = bus.stats()[name]
+    assert (stats.delivered, stats.dropped) == (4, {"rejected": 1})
+    written = _run_file(tmp_path)
+    assert [_comparable(r) for r in written.history] == [{"_step": 3, "a": 1, "b": 2}, {"_step": 5, "a": 3}]
+    assert (written.name, written.group, written.summary["best"]) == ("r", "", 1)
