@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from bus import BusStateError, InvalidConfig, Sink
 
 from ._logger import MetricLogger
+from ._wandb_config import Config, Summary, config_dict
 from ._wandb_media import REFUSED, Histogram, Image
 from ._wandb_run import (
     UNSUPPORTED,
-    Config,
     Run,
     RunOptions,
-    Summary,
-    config_dict,
     current_run,
     new_run_id,
     open_logger,
