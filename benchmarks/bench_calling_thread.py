@@ -35,11 +35,9 @@ VALUES = {f"metric_{k}": 0.1 * k for k in range(10)}
 
 
 def _timed(call: Callable[[int], None], calls: int) -> dict[str, float]:
-    step = 0
     wall0, cpu0 = time.perf_counter(), time.thread_time()
-    for _ in range(calls):
+    for step in range(calls):
         call(step)
-        step += 1
     return {"wall": (time.perf_counter() - wall0) / calls, "cpu": (time.thread_time() - cpu0) / calls}
 
 
@@ -79,7 +77,12 @@ def _sinks(tmp: Path, which: str) -> list[Any]:
 
     if which == "csv":
         return [CsvSink(tmp / "m.csv")]
-    return [CsvSink(tmp / "m.csv"), JsonlSink(tmp / "m.jsonl"), TensorBoardSink(tmp / "tb"), WandbSink(project="bench", dir=tmp)]
+    return [
+        CsvSink(tmp / "m.csv"),
+        JsonlSink(tmp / "m.jsonl"),
+        TensorBoardSink(tmp / "tb"),
+        WandbSink(project="bench", dir=tmp),
+    ]
 
 
 def _metricbus(tmp: Path, which: str, per_call: int) -> dict[str, float]:

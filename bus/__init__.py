@@ -32,6 +32,8 @@ from ._events import (
     Image,
     Metrics,
     Origin,
+    RunConfig,
+    RunSummary,
     Scalar,
     Text,
 )
@@ -64,6 +66,8 @@ __all__ = [
     "Origin",
     "RateLimit",
     "RetryPolicy",
+    "RunConfig",
+    "RunSummary",
     "Scalar",
     "Sink",
     "SinkAlreadyAdded",

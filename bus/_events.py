@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Mapping
 from itertools import pairwise
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -46,6 +46,8 @@ __all__ = [
     "Image",
     "Metrics",
     "Origin",
+    "RunConfig",
+    "RunSummary",
     "Scalar",
     "Text",
 ]
@@ -374,5 +376,79 @@ class ChartLayout(_Base, frozen=True):
         self._check_base()
 
 
-Event: TypeAlias = Scalar | Metrics | Histogram | Text | Hparams | Image | ChartLayout
-EVENT_TYPES: tuple[type[Event], ...] = (Scalar, Metrics, Histogram, Text, Hparams, Image, ChartLayout)
+# ---- a run's record besides its time series (W&B's run.config and run.summary) ----
+# Hparams holds flat scalars, which TensorBoard's HPARAMS tab and MLflow's params need. A W&B
+# script's config and summary hold any JSON value (nested dicts, lists, None), and a summary is
+# not a point of a series: these two events carry them as they are, for the W&B sink (which sets
+# them on the run exactly) and for the sinks that keep every event (JSONL, memory, your own).
+
+_JSON_DEPTH = 64  # nesting beyond this is refused: no recursion limit reached inside a sink
+
+
+def _as_json(value: object, field: str, depth: int = 0) -> object:
+    """A JSON value (None, bool, int64, float incl. NaN/inf, str, lists and str-keyed dicts of
+    them), lists and dicts copied, tuples as lists; anything else is InvalidEvent."""
+    kind = type(value)
+    if value is None or kind is bool or kind is float:
+        return value
+    if kind is int:
+        if not -(2**63) <= value < 2**63:  # type: ignore[operator]  # kind is int
+            raise InvalidEvent(field, value, "is beyond int64")
+        return value
+    if kind is str:
+        return as_text(value, field)
+    if depth >= _JSON_DEPTH:
+        raise InvalidEvent(field, value, f"nests deeper than {_JSON_DEPTH} levels")
+    if isinstance(value, (list, tuple)) and kind in (list, tuple):
+        return [_as_json(v, f"{field}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict) and kind is dict:
+        return {as_name(k, f"{field} key"): _as_json(v, f"{field}[{k!r}]", depth + 1) for k, v in value.items()}
+    raise InvalidEvent(field, value, f"must be None, bool, int, float, str, a list or a dict, not {kind.__name__}")
+
+
+def _as_json_dict(value: object, field: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise InvalidEvent(field, value, "must be a dict of names to JSON values")
+    return _as_json(value, field)  # type: ignore[return-value]
+
+
+class RunConfig(_Base, frozen=True):
+    """Updates to a run's configuration, as W&B keeps it: `{key: any JSON value}` (nested dicts,
+    lists and None included; Hparams is the flat, scalar form). The W&B sink applies them to the
+    run's config; sinks that take only measurements are not sent them."""
+
+    values: dict[str, Any]
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "values", _as_json_dict(self.values, "values"))
+        force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+class RunSummary(_Base, frozen=True):
+    """Values that describe a run as a whole (W&B's `run.summary[key] = value`): the best score,
+    a count, a note, as `{key: any JSON value}`. Not a point of a series: the W&B sink sets them
+    in the run's summary; sinks that take only measurements are not sent them."""
+
+    values: dict[str, Any]
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "values", _as_json_dict(self.values, "values"))
+        force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+Event: TypeAlias = Scalar | Metrics | Histogram | Text | Hparams | Image | ChartLayout | RunConfig | RunSummary
+EVENT_TYPES: tuple[type[Event], ...] = (
+    Scalar,
+    Metrics,
+    Histogram,
+    Text,
+    Hparams,
+    Image,
+    ChartLayout,
+    RunConfig,
+    RunSummary,
+)

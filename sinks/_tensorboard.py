@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 import crc32c
 
+import bus
 from bus import DEFAULT_ORIGIN, ChartLayout, Event, Histogram, Hparams, Image, Metrics, Origin, Scalar, Sink, Text
 
 from ._open_set import OpenSet
@@ -313,6 +314,8 @@ class TensorBoardSink(Sink):
                 # the tag custom_scalars__config__, the plugin's one record per run
                 summaries = [custom_scalars(layout)]
             case Scalar() | Metrics():  # encoded by hand in _encode
+                return []
+            case bus.RunConfig() | bus.RunSummary():  # a W&B run's config and summary: no plugin shows them
                 return []
         return [
             EventProto(wall_time=event.wall_time, step=event.step, summary=s).SerializeToString() for s in summaries

@@ -17,7 +17,7 @@ import queue
 import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 
+import bus
 from bus import Event, Histogram, Hparams, Image, Metrics, RateLimit, Scalar, Sink, Text
 
 from ._open_set import OpenSet
@@ -60,7 +61,8 @@ class WandbSink(Sink):
     (origin, step) in a batch are merged into one `run.log` call (each call costs ~100-400 us of
     Python). Histogram -> `wandb.Histogram`, Image -> `wandb.Image` (made from the raw pixels on
     the sink's call thread, which writes its PNG), Text -> a string value, Hparams -> the run
-    config (and its metrics logged at its step). `init_kwargs` go to `wandb.init` (a `settings` given
+    config (and its metrics logged at its step), RunConfig / RunSummary -> the run's config /
+    summary, as they are. `init_kwargs` go to `wandb.init` (a `settings` given
     there replaces ours). Runs in a worker process by default.
     """
 
@@ -70,7 +72,7 @@ class WandbSink(Sink):
     # row per step and 0.48-0.50 s at 10 rows/s. So W&B gets 10 rows/s per run by default, each
     # the mean of its window (the true curve); add_sink(rate="none") sends every step.
     rate: ClassVar[RateLimit | None] = RateLimit(per_second=10, reduce="mean")
-    accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image)
+    accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image, bus.RunConfig, bus.RunSummary)
 
     def __init__(
         self,
@@ -84,14 +86,30 @@ class WandbSink(Sink):
         init_timeout: float = 90.0,
         finish_timeout: float = 90.0,
         max_open_runs: int = MAX_OPEN_RUNS,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        wandb_step: bool = False,
+        define_metrics: Sequence[Mapping[str, Any]] = (),
         **init_kwargs: Any,
     ) -> None:
-        taken = {"name", "reinit", "id", "resume"} & init_kwargs.keys()
+        taken = {"name", "reinit", "id"} & init_kwargs.keys()
         if taken:
-            raise TypeError(f"WandbSink sets {sorted(taken)} itself (one run per origin, named by its label)")
+            raise TypeError(
+                f"WandbSink sets {sorted(taken)} itself (one run per origin, named by its label; "
+                "run_name and run_id name the default origin's run)"
+            )
         self.project = project
         self.mode = mode
-        self.group = group or f"metricbus-{uuid.uuid4().hex[:8]}"
+        # group="" asks for no group of ours (wandb's own default, WANDB_RUN_GROUP included)
+        self.group = f"metricbus-{uuid.uuid4().hex[:8]}" if group is None else group
+        self.run_name = run_name
+        self.run_id = run_id
+        # wandb_step: each event's step is wandb's own `_step` (run.log(step=...)), for a producer
+        # whose steps only go up (producers.wandb); a step below its run's last is refused and
+        # counted. Otherwise the step is the metric "metricbus/step", and every order is kept.
+        self.wandb_step = wandb_step
+        self.define_metrics = [dict(d) for d in define_metrics]  # run.define_metric(**d) after init
+        self._last_steps: dict[str, int] = {}  # wandb_step: each run's highest step logged
         self.job_type = job_type
         self.config = dict(config or {})
         self.dir = None if dir is None else str(dir)
@@ -113,7 +131,10 @@ class WandbSink(Sink):
         self._calls = _CallThread()
 
     async def write_batch(self, events: Sequence[Event]) -> int:
-        rows, config, rejected = _plan(events)
+        behind, last_steps = 0, self._last_steps
+        if self.wandb_step:
+            events, behind, last_steps = self._ahead(events)
+        rows, config, rejected = _plan(events, empty_rows=self.wandb_step)
         calls = self._opened()
         labels = list(dict.fromkeys([label for label, _params in config] + [label for label, _step, _values in rows]))
         limit = self._runs.limit
@@ -127,8 +148,27 @@ class WandbSink(Sink):
                     raise TimeoutError(f"wandb.init of {missing} did not return within {self.init_timeout}s")
             chunk_rows = [row for row in rows if row[0] in keep]
             chunk_config = [update for update in config if update[0] in keep]
-            await calls.call(partial(self._log, chunk_rows, chunk_config), "run.log")
-        return rejected
+            if chunk_rows or chunk_config:
+                await calls.call(partial(self._log, chunk_rows, chunk_config), "run.log")
+        self._last_steps = last_steps
+        return rejected + behind
+
+    def _ahead(self, events: Sequence[Event]) -> tuple[list[Event], int, dict[str, int]]:
+        """wandb_step: the events of a batch but the rows wandb would drop without a word (a step
+        below its run's last one), how many those were (a warning says so), and each run's last
+        step once the batch is logged."""
+        kept, behind, last = [], 0, dict(self._last_steps)
+        for event in events:
+            if _values(event) or isinstance(event, Metrics):
+                label = event.origin.label
+                if event.step < last.get(label, -1):
+                    behind += 1
+                    continue
+                last[label] = event.step
+            kept.append(event)
+        if behind:
+            log.warning("wandb sink: %d events refused for steps below their run's last step (wandb_step)", behind)
+        return kept, behind, last
 
     async def close(self) -> None:
         calls, self._calls = self._calls, None
@@ -166,23 +206,26 @@ class WandbSink(Sink):
         import wandb
 
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True)
+        main = label == bus.DEFAULT_ORIGIN.label
         run = wandb.init(
-            **{"settings": settings, **self.init_kwargs},
+            **{"settings": settings, "resume": "allow", **self.init_kwargs},
             project=self.project,
             mode=self.mode,
-            group=self.group,
+            group=self.group or None,
             job_type=self.job_type,
-            name=label,
+            name=self.run_name if main and self.run_name is not None else label,
             # The same id for the same (group, origin): a later stage of a framework (fit, then
             # test) reopens this sink and continues its runs instead of starting new ones.
-            id=_run_id(self.group, label),
-            resume="allow",
+            id=self.run_id if main and self.run_id is not None else _run_id(self.group, label),
             config=self.config,
             dir=self.dir,
             reinit="create_new",  # one run per origin, side by side in this process
         )
-        run.define_metric(STEP_KEY)
-        run.define_metric("*", step_metric=STEP_KEY)
+        if not self.wandb_step:
+            run.define_metric(STEP_KEY)
+            run.define_metric("*", step_metric=STEP_KEY)
+        for definition in self.define_metrics:
+            run.define_metric(**definition)
         return run
 
     def _log(self, rows: list[Row], config: list[tuple[str, dict[str, Any]]]) -> None:
@@ -191,9 +234,14 @@ class WandbSink(Sink):
         for label, params in config:
             self._runs[label].config.update(params, allow_val_change=True)
         for label, step, values in rows:
-            row = {k: _media(wandb, v) for k, v in values.items()}
-            row[STEP_KEY] = step
-            self._runs[label].log(row)
+            if step == _SUMMARY:  # in its place among the rows: a later row's value replaces it
+                self._runs[label].summary.update(values)
+            elif self.wandb_step:
+                self._runs[label].log({k: _media(wandb, v) for k, v in values.items()}, step=step)
+            else:
+                row = {k: _media(wandb, v) for k, v in values.items()}
+                row[STEP_KEY] = step
+                self._runs[label].log(row)
 
     def _finish_runs(self) -> None:
         self._runs.close_all()
@@ -245,12 +293,20 @@ def _run_id(group: str, label: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]', '-', f'{group}-{label}')[:111]}-{digest}"
 
 
-def _plan(events: Sequence[Event]) -> tuple[list[Row], list[tuple[str, dict[str, Any]]], int]:
-    """The batch as run.log rows, config updates and the number of events refused.
+#: The step of a "row" that is a summary update (RunSummary), kept in order among the rows.
+_SUMMARY = -1
+
+
+def _plan(
+    events: Sequence[Event], *, empty_rows: bool = False
+) -> tuple[list[Row], list[tuple[str, dict[str, Any]]], int]:
+    """The batch as run.log rows (and summary updates in their place among them), config updates
+    and the number of events refused.
 
     Values of one (origin, step) merge into one row; a name already in that row starts a new
-    row, so a repeated value is kept rather than overwritten. An event using a reserved name is
-    refused whole (wandb would overwrite it silently)."""
+    row, so a repeated value is kept rather than overwritten; a summary update starts new rows
+    after it. An event using a reserved name is refused whole (wandb would overwrite it
+    silently). `empty_rows`: an empty Metrics is a row of its own (wandb's `log({})`)."""
     rows: list[Row] = []
     latest: dict[tuple[str, int], dict[str, Any]] = {}
     config: list[tuple[str, dict[str, Any]]] = []
@@ -262,9 +318,12 @@ def _plan(events: Sequence[Event]) -> tuple[list[Row], list[tuple[str, dict[str,
             names |= RESERVED.intersection(values)
             continue
         label = event.origin.label
-        if isinstance(event, Hparams):
-            config.append((label, dict(event.params)))
-        if not values:
+        if isinstance(event, Hparams | bus.RunConfig):
+            config.append((label, dict(event.params if isinstance(event, Hparams) else event.values)))
+        if isinstance(event, bus.RunSummary):
+            rows.append((label, _SUMMARY, dict(event.values)))
+            latest.clear()
+        if not values and not (empty_rows and isinstance(event, Metrics)):
             continue
         row = latest.get((label, event.step))
         if row is None or not row.keys().isdisjoint(values):
@@ -289,6 +348,8 @@ def _values(event: Event) -> dict[str, Any]:
             return {name: text}
         case Hparams(metrics=metrics):
             return metrics
+        case bus.RunConfig() | bus.RunSummary():  # not values of a row
+            return {}
     raise TypeError(f"not an event: {event!r}")
 
 

@@ -82,6 +82,8 @@ class WandbRun:
     run_id: str = ""
     started: int = 0  # ns since the epoch: when this file's run (or its resumption) started
     files: int = 1  # .wandb files read into this run: more than one when it was resumed
+    job_type: str = ""
+    tags: list[str] = field(default_factory=list)
 
 
 def finished_records(path: Path, within: float = 30.0) -> list[Any]:
@@ -102,6 +104,7 @@ def read_run(path: Path) -> WandbRun:
         if kind == "run":
             run.name, run.group, run.run_id = record.run.display_name, record.run.run_group, record.run.run_id
             run.started = record.run.start_time.ToNanoseconds()
+            run.job_type, run.tags = record.run.job_type, list(record.run.tags)
             run.config.update(_items(record.run.config.update))
         elif kind == "history":
             run.history.append(_items(record.history.item))

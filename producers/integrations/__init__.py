@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ._accelerated import MetricBusLogMetricsCallback
     from ._itwinai import ItwinaiLogger
     from ._lightning import MetricBusLogger
+    from ._nemo import EvaluatorCallback, SimpleLossLoggerCallback, WandbCallback
     from ._nvflare import NVFlareWriter
     from ._openfl import openfl_callback
     from ._transformers import MetricBusCallback
@@ -23,14 +24,20 @@ _LAZY = {
     "openfl_callback": "._openfl",
     "NVFlareWriter": "._nvflare",
     "ItwinaiLogger": "._itwinai",
+    "SimpleLossLoggerCallback": "._nemo",
+    "EvaluatorCallback": "._nemo",
+    "WandbCallback": "._nemo",
 }
 
 __all__ = [
+    "EvaluatorCallback",
     "ItwinaiLogger",
     "MetricBusCallback",
     "MetricBusLogMetricsCallback",
     "MetricBusLogger",
     "NVFlareWriter",
+    "SimpleLossLoggerCallback",
+    "WandbCallback",
     "openfl_callback",
 ]
 

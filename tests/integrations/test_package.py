@@ -12,11 +12,14 @@ FRAMEWORKS = ["lightning", "transformers", "pytorch_accelerated", "torch"]
 
 def test_the_public_names() -> None:
     assert sorted(integrations.__all__) == [
+        "EvaluatorCallback",
         "ItwinaiLogger",
         "MetricBusCallback",
         "MetricBusLogMetricsCallback",
         "MetricBusLogger",
         "NVFlareWriter",
+        "SimpleLossLoggerCallback",
+        "WandbCallback",
         "openfl_callback",
     ]
 
@@ -25,6 +28,7 @@ def test_framework_free_adapters_import_no_framework() -> None:
     code = (
         "import sys\n"
         "from producers.integrations import ItwinaiLogger, NVFlareWriter, openfl_callback\n"
+        "from producers.integrations import EvaluatorCallback, SimpleLossLoggerCallback, WandbCallback\n"
         "from producers._plan import load_plan\n"
         f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])"
     )
