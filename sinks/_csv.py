@@ -40,35 +40,48 @@ RENAMED = "metric:"  # prefix of a wide-layout column whose metric's name would 
 _CHUNK = 1 << 20  # bytes read at a time when scanning a file
 
 
-def _context_cells(event: Event) -> tuple[Any, Any, Any]:
-    ctx = event.context
-    assert ctx is not None
-    return (
-        "" if ctx.epoch is None else ctx.epoch,
-        "" if ctx.round is None else ctx.round,
-        "" if ctx.task is None else ctx.task,
-    )
+_CELL_CACHE = 100_000  # strings whose cell is remembered (names and labels repeat)
 
 
-def long_rows(events: Sequence[Event]) -> list[tuple[Any, ...]]:
-    """The long-layout rows of a batch of Scalar/Metrics events."""
-    rows: list[tuple[Any, ...]] = []
-    append = rows.append
-    labels: dict[int, str] = {}  # origins repeat within a batch: compute each label once
-    no_context = ("", "", "")
+class _Cells(dict[str, str]):
+    """The CSV cell of each string (a name, a label, a task): the text as csv.writer writes it,
+    quoted only where it must be. Computed once per string; looking it up is a dict hit."""
+
+    def __missing__(self, text: str) -> str:
+        cell = encode_rows([(text, "")]).decode("utf-8")[:-3]  # the field, then ",\r\n"
+        if len(self) < _CELL_CACHE:
+            self[text] = cell
+        return cell
+
+
+def encode_long(events: Sequence[Event], cells: _Cells) -> bytes:
+    """The long-layout rows of a batch of Scalar/Metrics events, byte for byte what csv.writer
+    writes (floats as repr, strings quoted only where needed), at about twice its pace: each row
+    is one f-string of cells computed once per name."""
+    out: list[str] = []
+    add = out.append
+    labels: dict[int, str] = {}  # origins repeat within a batch: each label's cell once
+    tails: dict[int, str] = {}  # so do contexts
     for event in events:
-        ctx = no_context if event.context is None else _context_cells(event)
         origin = event.origin
         label = labels.get(id(origin))
         if label is None:
-            label = labels[id(origin)] = origin.label
+            label = labels[id(origin)] = cells[origin.label]
+        context = event.context
+        if context is None:
+            tail = ",,,\r\n"
+        elif (tail := tails.get(id(context))) is None:  # type: ignore[assignment]
+            epoch = "" if context.epoch is None else context.epoch
+            round_ = "" if context.round is None else context.round
+            task = "" if context.task is None else cells[context.task]
+            tail = tails[id(context)] = f",{epoch},{round_},{task}\r\n"
         if type(event) is Scalar:
-            append((event.wall_time, label, event.step, event.name, event.value, *ctx))
+            add(f"{event.wall_time!r},{label},{event.step},{cells[event.name]},{event.value!r}{tail}")
         elif type(event) is Metrics:
-            head = (event.wall_time, label, event.step)
+            head = f"{event.wall_time!r},{label},{event.step},"
             for name, value in event.values.items():
-                append((*head, name, value, *ctx))
-    return rows
+                add(f"{head}{cells[name]},{value!r}{tail}")
+    return "".join(out).encode("utf-8")
 
 
 def encode_rows(rows: Sequence[Sequence[Any]]) -> bytes:
@@ -152,6 +165,7 @@ class CsvSink(Sink):
         self.layout = layout
         self._file = RecordFile(self.path)
         self._wide = _WideTable()  # the header's columns and the open rows, as far as they are on disk
+        self._cells = _Cells()
 
     @property
     def name(self) -> str:
@@ -193,7 +207,7 @@ class CsvSink(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         if self.layout == "long":
-            await self._file.append(encode_rows(long_rows(events)))
+            await self._file.append(encode_long(events, self._cells))
         else:
             await self._write_wide(events, close_rows=False)
 
