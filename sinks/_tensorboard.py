@@ -24,9 +24,28 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 import crc32c
 
-from bus import DEFAULT_ORIGIN, ChartLayout, Event, Histogram, Hparams, Image, Metrics, Origin, Scalar, Sink, Text
+from bus import (
+    DEFAULT_ORIGIN,
+    Audio,
+    ChartLayout,
+    Embedding,
+    Event,
+    Graph,
+    Histogram,
+    Hparams,
+    Image,
+    Mesh,
+    Metrics,
+    Origin,
+    PrCurve,
+    Scalar,
+    Sink,
+    Text,
+    Video,
+)
 
 from ._png import encode_png
+from ._tb_media import graph_events, media_summary, write_projector
 
 __all__ = ["TensorBoardSink"]
 
@@ -253,6 +272,13 @@ class TensorBoardSink(Sink):
                 # the tag custom_scalars__config__, the plugin's one record per run
                 summaries = [custom_scalars(layout)]
             case Scalar() | Metrics():  # encoded by hand in _encode
+                return []
+            case Audio() | Video() | PrCurve() | Mesh():
+                summaries = [media_summary(event)]
+            case Graph():
+                return [e.SerializeToString() for e in graph_events(event)]
+            case Embedding():  # files beside the run's event file, as tensorboardX writes them
+                write_projector(self._run(event.origin).path.parent, event)
                 return []
         return [
             EventProto(wall_time=event.wall_time, step=event.step, summary=s).SerializeToString() for s in summaries
