@@ -24,7 +24,9 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 
-from bus import Event, Histogram, Hparams, Image, Metrics, RateLimit, Scalar, Sink, Text
+from bus import Audio, Event, Histogram, Hparams, Image, Metrics, RateLimit, Scalar, Sink, Text, Video
+
+from ._wandb_media import wandb_audio, wandb_video
 
 __all__ = ["STEP_KEY", "WandbSink"]
 
@@ -63,7 +65,7 @@ class WandbSink(Sink):
     # row per step and 0.48-0.50 s at 10 rows/s. So W&B gets 10 rows/s per run by default, each
     # the mean of its window (the true curve); add_sink(rate="none") sends every step.
     rate: ClassVar[RateLimit | None] = RateLimit(per_second=10, reduce="mean")
-    accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image)
+    accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image, Audio, Video)
 
     def __init__(
         self,
@@ -263,7 +265,7 @@ def _values(event: Event) -> dict[str, Any]:
             return {name: value}
         case Metrics(values=values):
             return values
-        case Histogram(name=name) | Image(name=name):
+        case Histogram(name=name) | Image(name=name) | Audio(name=name) | Video(name=name):
             return {name: event}
         case Text(name=name, text=text):
             return {name: text}
@@ -279,6 +281,10 @@ def _media(wandb: Any, value: Any) -> Any:
             return _histogram(wandb, value)
         case Image():
             return _image(wandb, value)
+        case Audio():
+            return wandb_audio(wandb, value)
+        case Video():
+            return wandb_video(wandb, value)
     return value
 
 
