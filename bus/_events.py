@@ -41,11 +41,13 @@ from ._validate_media import (
     as_blob,
     as_choice,
     as_curve,
+    as_fps,
     as_json,
     as_lines,
-    as_positive,
+    as_projector_name,
     as_shape3,
     as_size,
+    as_sprite,
 )
 
 __all__ = [
@@ -360,7 +362,7 @@ class ChartLayout(_Base, frozen=True):
 # Raw data, as in Image: the caller pays one copy, each sink encodes what it needs (WAV, GIF,
 # protobufs, projector files) on its own thread or worker. Kept in one block, after the core kinds.
 
-_MAX_SAMPLE_RATE = 2**32 - 1  # a WAV header's field
+_MAX_BYTE_RATE = 2**32 - 1  # a WAV header's bytes-a-second field
 
 
 class Audio(_Named, frozen=True, kw_only=True):
@@ -379,8 +381,10 @@ class Audio(_Named, frozen=True, kw_only=True):
         channels = as_choice(self.channels, "channels", AUDIO_CHANNELS)
         force_setattr(self, "channels", channels)
         rate = as_size(self.sample_rate, "sample_rate")
-        if rate > _MAX_SAMPLE_RATE:
-            raise InvalidEvent("sample_rate", self.sample_rate, f"must be at most {_MAX_SAMPLE_RATE}")
+        if rate * 2 * channels > _MAX_BYTE_RATE:
+            raise InvalidEvent(
+                "sample_rate", self.sample_rate, f"times 2 bytes x channels must be at most {_MAX_BYTE_RATE}"
+            )
         force_setattr(self, "sample_rate", rate)
         samples = as_pixels(self.samples, "samples")
         frame = 2 * channels
@@ -427,7 +431,7 @@ class Video(_Named, frozen=True, kw_only=True):
         force_setattr(self, "height", height)
         force_setattr(self, "width", width)
         force_setattr(self, "channels", channels)
-        force_setattr(self, "fps", as_positive(self.fps, "fps"))
+        force_setattr(self, "fps", as_fps(self.fps, "fps"))
         self._check_base()
 
     def __repr__(self) -> str:
@@ -515,7 +519,7 @@ class Embedding(_Named, frozen=True, kw_only=True):
     label_channels: int = 0
 
     def __post_init__(self) -> None:
-        as_name(self.name)
+        as_projector_name(as_name(self.name))
         force_setattr(self, "step", as_step(self.step))
         rows, dims = as_size(self.rows, "rows"), as_size(self.dims, "dims")
         force_setattr(self, "rows", rows)
@@ -535,6 +539,7 @@ class Embedding(_Named, frozen=True, kw_only=True):
                 raise InvalidEvent("label_pixels", None, "label_size and label_channels need label_pixels")
         else:
             size = as_size(self.label_size, "label_size")
+            as_sprite(rows, size, "label_size")
             channels = as_choice(self.label_channels, "label_channels", SPRITE_CHANNELS)
             force_setattr(self, "label_size", size)
             force_setattr(self, "label_channels", channels)

@@ -22,6 +22,10 @@ VIDEO_CHANNELS = (1, 3)
 """Grayscale and RGB frames: what tensorboardX's GIF writer takes."""
 SPRITE_CHANNELS = (1, 3)
 """Embedding label images: grayscale or RGB squares (tensorboardX's sprite is RGB)."""
+MIN_FPS = 1 / 655
+"""The slowest frame rate a GIF can show: it stores each frame's time in 1/100 s as 16 bits."""
+SPRITE_LIMIT = 8192
+"""The largest embedding sprite TensorBoard's projector loads, in pixels a side."""
 MAX_PR_THRESHOLDS = 127
 """tensorboardX caps a PR curve's thresholds at 127 (its summary says more "breaks protobuf")."""
 
@@ -44,11 +48,11 @@ def as_blob(value: object, field: str, itemsize: int, count: int) -> bytes:
     return data
 
 
-def as_positive(value: object, field: str) -> float:
-    """A finite number > 0 (a frame rate)."""
+def as_fps(value: object, field: str) -> float:
+    """A frame rate: a finite number of at least MIN_FPS."""
     number = as_value(value, field)
-    if not 0.0 < number < math.inf:
-        raise InvalidEvent(field, value, "must be a finite number > 0")
+    if not MIN_FPS <= number < math.inf:
+        raise InvalidEvent(field, value, "must be a finite number >= 1/655 (a GIF shows a frame at most 655 s)")
     return number
 
 
@@ -98,3 +102,34 @@ def as_lines(values: object, field: str) -> tuple[str, ...]:
         if "\n" in line or "\r" in line:
             raise InvalidEvent(f"{field}[{i}]", line, "must not contain a newline")
     return lines
+
+
+def sprite_side(rows: int, size: int) -> int:
+    """The side of tensorboardX's sprite of `rows` square images of `size` pixels: ceil(sqrt(rows))
+    images a row (in its floating-point arithmetic), at most `rows`."""
+    root: float = (rows * size * size) ** 0.5
+    return min(rows, math.ceil(root / size)) * size
+
+
+def as_sprite(rows: int, size: int, field: str) -> None:
+    """Refuse label images whose sprite TensorBoard could not load."""
+    side = sprite_side(rows, size)
+    if side > SPRITE_LIMIT:
+        raise InvalidEvent(
+            field, f"{rows} x {size}x{size}", f"make a sprite of {side} pixels a side; at most {SPRITE_LIMIT}"
+        )
+
+
+_PBTXT_UNSAFE = ('"', "\\", "\n", "\r")
+_MAX_FILE_NAME = 255  # bytes in one path component on common file systems
+
+
+def as_projector_name(name: str) -> str:
+    """An embedding's tag: tensorboardX writes it unescaped into projector_config.pbtxt (so no
+    quote, backslash or newline) and, with '%' and '/' escaped, as a folder name."""
+    if any(c in name for c in _PBTXT_UNSAFE):
+        raise InvalidEvent("name", name, "an embedding tag must not contain quotes, backslashes or newlines")
+    folder = name.replace("%", "%25").replace("/", "%2f")
+    if folder in (".", "..") or len(folder.encode("utf-8")) > _MAX_FILE_NAME:
+        raise InvalidEvent("name", name, f"an embedding tag must be a folder name of 1-{_MAX_FILE_NAME} bytes")
+    return name

@@ -8,7 +8,6 @@ What is heavy (WAV, GIF and PNG encoding, protobufs, projector files) happens in
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,6 @@ __all__ = [
 
 _PCM_SCALE = 32768.0  # libsndfile's float -> int16 scale: floor(x * 32768), clipped to int16
 _MAX_THRESHOLDS = 127  # tensorboardX's cap on a PR curve's thresholds
-_SPRITE_LIMIT = 8192  # the largest sprite TensorBoard's projector loads (pixels a side)
 
 
 def _real_array(value: Any, field: str) -> np.ndarray:
@@ -154,10 +152,7 @@ def _sprite_images(label_img: Any, rows: int) -> dict[str, Any]:
     array = _real_array(label_img, "label_img")
     if array.ndim != 4 or array.shape[0] != rows or array.shape[1] not in (1, 3) or array.shape[2] != array.shape[3]:
         raise InvalidEvent("label_img", array.shape, f"must be ({rows}, 1 or 3, size, size): one square per point")
-    size = array.shape[2]
-    per_row = min(rows, math.ceil((rows * size * size) ** 0.5 / size))  # tensorboardX's sprite arithmetic
-    if per_row * size > _SPRITE_LIMIT:
-        raise InvalidEvent("label_img", array.shape, f"makes a sprite over {_SPRITE_LIMIT} pixels a side")
+    size = array.shape[2]  # a sprite over TensorBoard's limit is refused by Embedding
     nhwc = array.transpose(0, 2, 3, 1)
     pixels = np.empty(nhwc.shape, np.uint8)
     fill_uint8(pixels, nhwc)

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["graph_events", "media_summary", "projector_subdir", "write_projector"]
 
-_SPRITE_LIMIT = 8192  # the largest sprite TensorBoard's projector loads (pixels a side)
-
 
 def media_summary(event: Audio | Video | PrCurve | Mesh) -> Any:
     """The tensorboardX Summary of one Audio, Video, PrCurve or Mesh event."""
@@ -113,9 +111,7 @@ def _sprite(event: Embedding) -> bytes:
     size, count = event.label_size, event.rows
     images = np.frombuffer(event.label_pixels or b"", np.uint8).reshape(count, size, size, event.label_channels)
     per_row = min(count, math.ceil((count * size * size) ** 0.5 / size))  # tensorboardX's arithmetic
-    side = per_row * size
-    if side > _SPRITE_LIMIT:  # checked by the producer; a replayed event may still carry one
-        raise ValueError(f"an embedding sprite of {side} pixels a side is over TensorBoard's {_SPRITE_LIMIT}")
+    side = per_row * size  # at most 8192: Embedding refuses larger sprites
     canvas = np.zeros((side, side, 3), np.uint8)  # rows <= per_row: the images fit in the square
     for i in range(count):
         row, column = divmod(i, per_row)
