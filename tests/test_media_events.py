@@ -23,8 +23,8 @@ from bus import (
     Event,
     Graph,
     InvalidEvent,
-    MetricBus,
     Mesh,
+    MetricBus,
     PrCurve,
     Scalar,
     Video,
@@ -185,7 +185,6 @@ async def test_wandb_gets_audio_as_wandb_audio_and_video_as_wandb_video(
 
 @pytest.mark.anyio
 async def test_mlflow_gets_wav_and_gif_artifacts(tmp_path: Path) -> None:
-    audio, video = one_of_each()[:2]
     async with MetricBus() as bus:
         sink = bus.add_sink(MLflowSink(dir=tmp_path, experiment="media"), isolate="none")
         await bus.publish_many(one_of_each())

@@ -72,7 +72,9 @@ def test_add_audio_writes_tensorboardxs_wav_byte_for_byte(tmp_path: Path) -> Non
     theirs, ours = both(tmp_path, audio_script)
     assert sorted(ours.Tags()["audio"]) == ["mono", "stereo", "tensor"]
     for tag in theirs.Tags()["audio"]:
-        mine = [(a.step, a.sample_rate, a.length_frames, a.content_type, a.encoded_audio_string) for a in ours.Audio(tag)]
+        mine = [
+            (a.step, a.sample_rate, a.length_frames, a.content_type, a.encoded_audio_string) for a in ours.Audio(tag)
+        ]
         assert mine == [
             (a.step, a.sample_rate, a.length_frames, a.content_type, a.encoded_audio_string) for a in theirs.Audio(tag)
         ]
@@ -105,8 +107,12 @@ def boxes_script(writer: Any) -> None:
     rng = np.random.default_rng(2)
     boxes = np.array([[2, 3, 30, 20], [10, 12, 40, 38]])
     writer.add_image_with_boxes("labelled", rng.random((3, 48, 48)), boxes, 1, labels=["cat", "dog"])
-    writer.add_image_with_boxes("hwc_uint8", rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), boxes, 2, dataformats="HWC")
-    writer.add_image_with_boxes("grey", torch.from_numpy(rng.random((1, 32, 32))), torch.tensor([[1.0, 1.0, 20.0, 20.0]]), 3, labels="one")
+    writer.add_image_with_boxes(
+        "hwc_uint8", rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), boxes, 2, dataformats="HWC"
+    )
+    writer.add_image_with_boxes(
+        "grey", torch.from_numpy(rng.random((1, 32, 32))), torch.tensor([[1.0, 1.0, 20.0, 20.0]]), 3, labels="one"
+    )
     writer.add_image_with_boxes("wrong_label_count", rng.random((3, 16, 16)), boxes, 4, labels=["only one"])
 
 
@@ -183,7 +189,9 @@ def embedding_script(writer: Any) -> None:
     writer.add_embedding(rng.random((12, 5)).astype(np.float32), metadata=[f"p{i}" for i in range(12)])
     labels = [[f"p{i}", i % 3] for i in range(10)]
     faces = torch.from_numpy(rng.random((10, 1, 8, 8)))
-    writer.add_embedding(torch.from_numpy(rng.normal(size=(10, 3))), labels, faces, 7, "faces/v1", metadata_header=["name", "class"])
+    writer.add_embedding(
+        torch.from_numpy(rng.normal(size=(10, 3))), labels, faces, 7, "faces/v1", metadata_header=["name", "class"]
+    )
     writer.add_embedding(rng.random((9, 2)), label_img=rng.random((9, 3, 4, 4)), global_step=7, tag="sprites")
 
 
