@@ -3,7 +3,11 @@
 What a training loop pays per call, measured on the calling thread as the median of 5 runs of N
 calls in a tight loop: `producers.SummaryWriter.add_scalar` / `add_scalars` (default
 TensorBoardSink, in its worker process) against `tensorboardX.SummaryWriter`'s, and a call that
-`log_freq` skips (bare `LogFrequency`, `MetricLogger.scalar`, `SummaryWriter.add_scalar`).
+`log_freq` skips (bare `LogFrequency`, `MetricLogger.scalar`, `SummaryWriter.add_scalar`), and
+each media method (`add_audio`, `add_video`, `add_image_with_boxes`, `add_pr_curve(_raw)`,
+`add_mesh`, `add_embedding`, `add_graph`) on both writers: what one call costs the calling thread
+(ours: a conversion and a hand-off; tensorboardX: the WAV/GIF/PNG encoding and file writes too),
+timed call by call with a flush between calls, outside the clock.
 An empty loop iteration is listed too: every per-call number includes it.
 Each contender runs in its own interpreter (`run_contenders`).
 """
@@ -16,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -142,6 +147,79 @@ def _skipped_writer(tmp: Path) -> float:
         return _median_per_call(loop, 500_000)
 
 
+def _media_inputs() -> dict[str, tuple[str, int, Callable[[Any, int], None]]]:
+    """name: (what one call logs, calls per run, call(writer, step)); inputs made once, seeded."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    sound = np.sin(np.linspace(0, 2000, 88_200)).astype(np.float32)  # 2 s mono at 44.1 kHz
+    clip = rng.random((1, 16, 3, 32, 32)).astype(np.float32)
+    picture, boxes = rng.random((3, 64, 64)).astype(np.float32), np.array([[4, 4, 30, 30], [20, 20, 60, 50]])
+    labels, predictions = rng.integers(0, 2, 10_000), rng.random(10_000)
+    curve = [rng.random(127).tolist() for _ in range(6)]
+    vertices, faces = rng.random((1, 1_000, 3)), rng.integers(0, 1_000, (1, 2_000, 3))
+    points, names, thumbs = rng.random((100, 16)), [f"p{i}" for i in range(100)], rng.random((100, 3, 8, 8))
+    model, model_input = (
+        torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)),
+        torch.zeros(1, 16),
+    )
+    return {
+        "audio": ("add_audio, 2 s mono 44.1 kHz", 50, lambda w, s: w.add_audio("sound", sound, s)),
+        "video": ("add_video, 16 frames 3x32x32", 10, lambda w, s: w.add_video("clip", clip, s)),
+        "boxes": (
+            "add_image_with_boxes, 3x64x64, 2 boxes",
+            50,
+            lambda w, s: w.add_image_with_boxes("b", picture, boxes, s),
+        ),
+        "pr_curve": ("add_pr_curve, 10,000 predictions", 50, lambda w, s: w.add_pr_curve("pr", labels, predictions, s)),
+        "pr_curve_raw": ("add_pr_curve_raw, 127 thresholds", 200, lambda w, s: w.add_pr_curve_raw("raw", *curve, s)),
+        "mesh": (
+            "add_mesh, 1,000 vertices, 2,000 faces",
+            50,
+            lambda w, s: w.add_mesh("m", vertices, faces=faces, global_step=s),
+        ),
+        "embedding": (
+            "add_embedding, 100x16, labels, 8x8 images",
+            10,
+            lambda w, s: w.add_embedding(points, names, thumbs, s),
+        ),
+        "graph": ("add_graph, a 3-layer MLP", 5, lambda w, s: w.add_graph(model, model_input)),
+    }
+
+
+def _media(writer_module: str, method: str) -> Callable[[Path], float]:
+    """Per-call seconds of one media method on `writer_module`'s SummaryWriter, the call alone:
+    the writer is flushed between calls, outside the clock, as a loop that does real work between
+    two such calls gives its sinks time to catch up (a tight loop of clips measures the pipe)."""
+
+    def measure(tmp: Path) -> float:
+        import importlib
+
+        writer = importlib.import_module(writer_module).SummaryWriter(str(tmp))
+        _what, calls, call = _media_inputs()[method]
+        call(writer, 0)  # warm-up: imports, the sink's worker process, torch's tracer
+        writer.flush()
+
+        def loop(first: int, n: int) -> float:
+            spent = 0.0
+            for step in range(first, first + n):
+                start = time.perf_counter()
+                call(writer, step)
+                spent += time.perf_counter() - start
+                writer.flush()
+            return spent / n
+
+        try:
+            return statistics.median(loop(1 + run * calls, calls) for run in range(5))
+        finally:
+            writer.close()
+
+    return measure
+
+
+MEDIA = ["audio", "video", "boxes", "pr_curve", "pr_curve_raw", "mesh", "embedding", "graph"]
+
 CONTENDERS: dict[str, tuple[str, str, Callable[[Path], float]]] = {
     # name: (what, unit, measure); unit "us" or "ns" per call
     "ours_scalar": ("producers.SummaryWriter.add_scalar (TensorBoard sink in its worker)", "us", _ours_scalar),
@@ -152,6 +230,11 @@ CONTENDERS: dict[str, tuple[str, str, Callable[[Path], float]]] = {
     "skipped_logger": ("skipped: MetricLogger.scalar with log_freq", "ns", _skipped_logger),
     "skipped_writer": ("skipped: SummaryWriter.add_scalar with log_freq", "ns", _skipped_writer),
     "empty": ("an empty loop iteration (included in every row)", "ns", _empty),
+    **{f"ours_{m}": (f"producers.SummaryWriter.{m} (see _media_inputs)", "us", _media("producers", m)) for m in MEDIA},
+    **{
+        f"tbx_{m}": (f"tensorboardX.SummaryWriter.{m} (see _media_inputs)", "us", _media("tensorboardX", m))
+        for m in MEDIA
+    },
 }
 
 
@@ -164,9 +247,12 @@ def main() -> None:
     if serve_contender(contender):
         return
     seconds = run_contenders(__file__, list(CONTENDERS))
-    baseline = {"ours_scalar": "tbx_scalar", "ours_scalars": "tbx_scalars"}
+    baseline = {"ours_scalar": "tbx_scalar", "ours_scalars": "tbx_scalars", **{f"ours_{m}": f"tbx_{m}" for m in MEDIA}}
     rows = []
     for name, (what, unit, _) in CONTENDERS.items():
+        side, _, method = name.partition("_")
+        if method in MEDIA:
+            what = f"{'producers' if side == 'ours' else 'tensorboardX'}: {_media_inputs()[method][0]}"
         row = {"what": what, "value": seconds[name] * (1e6 if unit == "us" else 1e9), "unit": f"{unit}/call"}
         if name in baseline:
             row["x_faster_than_tensorboardX"] = seconds[baseline[name]] / seconds[name]

@@ -33,23 +33,45 @@ from ._validate import (
     as_wall_time,
     known_names,
 )
+from ._validate_media import (
+    AUDIO_CHANNELS,
+    MAX_PR_THRESHOLDS,
+    SPRITE_CHANNELS,
+    VIDEO_CHANNELS,
+    as_blob,
+    as_choice,
+    as_curve,
+    as_fps,
+    as_json,
+    as_lines,
+    as_projector_name,
+    as_shape3,
+    as_size,
+    as_sprite,
+)
 
 __all__ = [
     "DEFAULT_ORIGIN",
     "EVENT_TYPES",
+    "Audio",
     "ChartKind",
     "ChartLayout",
     "Context",
+    "Embedding",
     "Event",
+    "Graph",
     "Histogram",
     "Hparams",
     "Image",
+    "Mesh",
     "Metrics",
     "Origin",
+    "PrCurve",
     "RunConfig",
     "RunSummary",
     "Scalar",
     "Text",
+    "Video",
 ]
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
@@ -376,6 +398,233 @@ class ChartLayout(_Base, frozen=True):
         self._check_base()
 
 
+# ==== SummaryWriter media and one-off records: audio, video, PR curves, meshes, embeddings, graphs ====
+# Raw data, as in Image: the caller pays one copy, each sink encodes what it needs (WAV, GIF,
+# protobufs, projector files) on its own thread or worker. Kept in one block, after the core kinds.
+
+_MAX_BYTE_RATE = 2**32 - 1  # a WAV header's bytes-a-second field
+
+
+class Audio(_Named, frozen=True, kw_only=True):
+    """A sound clip at one step: `samples` are 16-bit signed little-endian PCM frames of
+    `channels` interleaved samples (1 mono, 2 stereo), `sample_rate` frames a second, at most
+    64 MiB. `SummaryWriter.add_audio` converts floats in [-1, 1] as tensorboardX does; sinks wrap
+    the samples in a WAV file (TensorBoard's audio tab, `wandb.Audio`, an MLflow artifact)."""
+
+    samples: bytes
+    channels: int = 1
+    sample_rate: int = 44100
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        force_setattr(self, "step", as_step(self.step))
+        channels = as_choice(self.channels, "channels", AUDIO_CHANNELS)
+        force_setattr(self, "channels", channels)
+        rate = as_size(self.sample_rate, "sample_rate")
+        if rate * 2 * channels > _MAX_BYTE_RATE:
+            raise InvalidEvent(
+                "sample_rate", self.sample_rate, f"times 2 bytes x channels must be at most {_MAX_BYTE_RATE}"
+            )
+        force_setattr(self, "sample_rate", rate)
+        samples = as_pixels(self.samples, "samples")
+        frame = 2 * channels
+        if not samples or len(samples) % frame:
+            raise InvalidEvent("samples", samples, f"must be whole frames of {frame} bytes, at least one")
+        force_setattr(self, "samples", as_blob(samples, "samples", frame, len(samples) // frame))
+        self._check_base()
+
+    @property
+    def frames(self) -> int:
+        return len(self.samples) // (2 * self.channels)
+
+    def __repr__(self) -> str:
+        return (
+            f"Audio(name={self.name!r}, step={self.step}, samples=<{len(self.samples)} bytes>,"
+            f" channels={self.channels}, sample_rate={self.sample_rate}, wall_time={self.wall_time!r},"
+            f" origin={self.origin!r}, context={self.context!r})"
+        )
+
+
+class Video(_Named, frozen=True, kw_only=True):
+    """A clip of `length` frames at one step: `frames` are raw uint8 THWC values (`channels` 1
+    or 3), shown at `fps` frames a second, at most 64 MiB. `SummaryWriter.add_video` lays a
+    batch of clips out as tensorboardX does; sinks encode it (TensorBoard: an animated GIF)."""
+
+    frames: bytes
+    length: int
+    height: int
+    width: int
+    channels: int = 3
+    fps: float = 4.0
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        force_setattr(self, "step", as_step(self.step))
+        length, height, width = (
+            as_size(self.length, "length"),
+            as_size(self.height, "height"),
+            as_size(self.width, "width"),
+        )
+        channels = as_choice(self.channels, "channels", VIDEO_CHANNELS)
+        force_setattr(self, "frames", as_blob(self.frames, "frames", channels, length * height * width))
+        force_setattr(self, "length", length)
+        force_setattr(self, "height", height)
+        force_setattr(self, "width", width)
+        force_setattr(self, "channels", channels)
+        force_setattr(self, "fps", as_fps(self.fps, "fps"))
+        self._check_base()
+
+    def __repr__(self) -> str:
+        return (
+            f"Video(name={self.name!r}, step={self.step}, frames=<{len(self.frames)} bytes>, length={self.length},"
+            f" height={self.height}, width={self.width}, channels={self.channels}, fps={self.fps!r},"
+            f" wall_time={self.wall_time!r}, origin={self.origin!r}, context={self.context!r})"
+        )
+
+
+class PrCurve(_Named, frozen=True, kw_only=True):
+    """A precision-recall curve at one step, as TensorBoard's PR CURVES tab reads it: six series
+    of one length, one point per threshold (tensorboardX's `pr_curve_raw`). `num_thresholds` is
+    what the tab is told (1-127). `SummaryWriter.add_pr_curve` computes the series from labels
+    and predictions, so the event is small whatever the number of predictions."""
+
+    true_positives: tuple[float, ...]
+    false_positives: tuple[float, ...]
+    true_negatives: tuple[float, ...]
+    false_negatives: tuple[float, ...]
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    num_thresholds: int = MAX_PR_THRESHOLDS
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        force_setattr(self, "step", as_step(self.step))
+        length: int | None = None
+        for field in ("true_positives", "false_positives", "true_negatives", "false_negatives", "precision", "recall"):
+            curve = as_curve(getattr(self, field), field, length)
+            length = len(curve)
+            force_setattr(self, field, curve)
+        thresholds = as_size(self.num_thresholds, "num_thresholds")
+        if thresholds > MAX_PR_THRESHOLDS:
+            raise InvalidEvent("num_thresholds", self.num_thresholds, f"must be at most {MAX_PR_THRESHOLDS}")
+        force_setattr(self, "num_thresholds", thresholds)
+        self._check_base()
+
+
+class Mesh(_Named, frozen=True, kw_only=True):
+    """A 3-d mesh or point cloud at one step (TensorBoard's MESH tab): `vertices`, and optionally
+    vertex `colors` (0-255) and triangle `faces` (vertex indices), each float32 little-endian
+    bytes of its (batch, items, 3) shape; `config` is the three.js configuration as JSON."""
+
+    vertices: bytes
+    vertices_shape: tuple[int, int, int]
+    colors: bytes | None = None
+    colors_shape: tuple[int, int, int] | None = None
+    faces: bytes | None = None
+    faces_shape: tuple[int, int, int] | None = None
+    config: str = "null"
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        force_setattr(self, "step", as_step(self.step))
+        for field in ("vertices", "colors", "faces"):
+            data, shape = getattr(self, field), getattr(self, f"{field}_shape")
+            if field != "vertices" and data is None and shape is None:
+                continue
+            checked = as_shape3(shape, f"{field}_shape")
+            force_setattr(self, f"{field}_shape", checked)
+            force_setattr(self, field, as_blob(data, field, 4, checked[0] * checked[1] * 3))
+        force_setattr(self, "config", as_json(self.config, "config"))
+        self._check_base()
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{f}=<{len(getattr(self, f) or b'')} bytes>" for f in ("vertices", "colors", "faces"))
+        return f"Mesh(name={self.name!r}, step={self.step}, {sizes}, config={self.config!r}, origin={self.origin!r})"
+
+
+class Embedding(_Named, frozen=True, kw_only=True):
+    """Points for TensorBoard's PROJECTOR at one step: `values`, `rows` x `dims` float64
+    little-endian (row-major); optional `metadata`, one TSV line per point (with a
+    `metadata_header` line when there are several columns); optional label images, `rows` squares
+    of `label_size` pixels, uint8 NHWC with `label_channels` 1 or 3. The TensorBoard sink writes
+    them as tensorboardX's add_embedding does: files beside the run's event files."""
+
+    values: bytes
+    rows: int
+    dims: int
+    metadata: tuple[str, ...] | None = None
+    metadata_header: str | None = None
+    label_pixels: bytes | None = None
+    label_size: int = 0
+    label_channels: int = 0
+
+    def __post_init__(self) -> None:
+        as_projector_name(as_name(self.name))
+        force_setattr(self, "step", as_step(self.step))
+        rows, dims = as_size(self.rows, "rows"), as_size(self.dims, "dims")
+        force_setattr(self, "rows", rows)
+        force_setattr(self, "dims", dims)
+        force_setattr(self, "values", as_blob(self.values, "values", 8, rows * dims))
+        if self.metadata is not None:
+            metadata = as_lines(self.metadata, "metadata")
+            if len(metadata) != rows:
+                raise InvalidEvent("metadata", self.metadata, f"has {len(metadata)} lines for {rows} points")
+            force_setattr(self, "metadata", metadata)
+        if self.metadata_header is not None:
+            if self.metadata is None:
+                raise InvalidEvent("metadata_header", self.metadata_header, "needs metadata")
+            force_setattr(self, "metadata_header", as_lines([self.metadata_header], "metadata_header")[0])
+        if self.label_pixels is None:
+            if self.label_size or self.label_channels:
+                raise InvalidEvent("label_pixels", None, "label_size and label_channels need label_pixels")
+        else:
+            size = as_size(self.label_size, "label_size")
+            as_sprite(rows, size, "label_size")
+            channels = as_choice(self.label_channels, "label_channels", SPRITE_CHANNELS)
+            force_setattr(self, "label_size", size)
+            force_setattr(self, "label_channels", channels)
+            force_setattr(
+                self, "label_pixels", as_blob(self.label_pixels, "label_pixels", channels, rows * size * size)
+            )
+        self._check_base()
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedding(name={self.name!r}, step={self.step}, rows={self.rows}, dims={self.dims},"
+            f" metadata={'no' if self.metadata is None else len(self.metadata)} lines,"
+            f" label_pixels=<{len(self.label_pixels or b'')} bytes>, origin={self.origin!r})"
+        )
+
+
+class Graph(_Base, frozen=True):
+    """A model's graph for TensorBoard's GRAPHS tab: a serialized TensorFlow `GraphDef`, and
+    optionally a serialized `RunMetadata` (shown as the run's 'profiler' metadata). Built where
+    the model lives (`SummaryWriter.add_graph` traces it on the calling thread)."""
+
+    graph_def: bytes
+    run_metadata: bytes = b""
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        graph_def = as_pixels(self.graph_def, "graph_def")
+        if not graph_def:
+            raise InvalidEvent("graph_def", graph_def, "must not be empty")
+        force_setattr(self, "graph_def", as_blob(graph_def, "graph_def", 1, len(graph_def)))
+        metadata = as_pixels(self.run_metadata, "run_metadata")
+        force_setattr(self, "run_metadata", as_blob(metadata, "run_metadata", 1, len(metadata)))
+        force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+    def __repr__(self) -> str:
+        return (
+            f"Graph(graph_def=<{len(self.graph_def)} bytes>, run_metadata=<{len(self.run_metadata)} bytes>,"
+            f" step={self.step}, origin={self.origin!r})"
+        )
+
+
+# ==== the union: every kind above ====
+
+
 # ---- a run's record besides its time series (W&B's run.config and run.summary) ----
 # Hparams holds flat scalars, which TensorBoard's HPARAMS tab and MLflow's params need. A W&B
 # script's config and summary hold any JSON value (nested dicts, lists, None), and a summary is
@@ -440,15 +689,25 @@ class RunSummary(_Base, frozen=True):
         self._check_base()
 
 
-Event: TypeAlias = Scalar | Metrics | Histogram | Text | Hparams | Image | ChartLayout | RunConfig | RunSummary
+Event: TypeAlias = (
+    Scalar
+    | Metrics
+    | Histogram
+    | Text
+    | Hparams
+    | Image
+    | ChartLayout
+    | Audio
+    | Video
+    | PrCurve
+    | Mesh
+    | Embedding
+    | Graph
+    | RunConfig
+    | RunSummary
+)
 EVENT_TYPES: tuple[type[Event], ...] = (
-    Scalar,
-    Metrics,
-    Histogram,
-    Text,
-    Hparams,
-    Image,
-    ChartLayout,
-    RunConfig,
-    RunSummary,
+    *(Scalar, Metrics, Histogram, Text, Hparams, Image, ChartLayout),
+    *(Audio, Video, PrCurve, Mesh, Embedding, Graph),
+    *(RunConfig, RunSummary),
 )

@@ -1,20 +1,20 @@
 """SummaryWriter: a drop-in for tensorboardX's / torch.utils.tensorboard's writer, on a bus.
 
-Change the import and a script's scalars, histograms, text, hparams, images, figures and custom
-scalar layouts go through metricbus: by default to a TensorBoardSink in `logdir` (in its worker
-process), or to every sink of a MetricLogger passed as `logger=`. Calls return at once: an image
-costs the calling thread one uint8 copy of its pixels (a figure, its rendering too); PNG encoding
-happens in the sinks. Video, audio, graph, embedding, PR-curve and mesh methods raise
-NotImplementedError naming an alternative, rather than silently doing nothing.
+Change the import and every tensorboardX call goes through metricbus: by default to a
+TensorBoardSink in `logdir` (in its worker process), or to every sink of a MetricLogger passed as
+`logger=`. Calls return at once: an image, a clip or a sound costs the calling thread one
+conversion of its values (`_summary_images`, `_summary_media`); PNG, GIF and WAV encoding,
+protobufs and projector files happen in the sinks. torch's `add_tensor` and tensorboardX's
+`export_scalars_to_json` raise NotImplementedError naming an alternative.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import re
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -22,11 +22,43 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bus import ChartLayout, Event, Histogram, Hparams, Image, InvalidConfig, InvalidEvent, Origin, Scalar, Sink, Text
-from bus._validate import IMAGE_CHANNELS, as_step
+from bus import (
+    Audio,
+    ChartLayout,
+    Embedding,
+    Event,
+    Graph,
+    Histogram,
+    Hparams,
+    Image,
+    InvalidConfig,
+    InvalidEvent,
+    Mesh,
+    Origin,
+    PrCurve,
+    Scalar,
+    Sink,
+    Text,
+    Video,
+)
+from bus._validate import as_step
 
 from ._frequency import FrequencySpec, LogFrequency
 from ._logger import MetricLogger
+from ._summary_file_writer import FileWriter
+from ._summary_images import as_image_array, close_figure, figure_rgb, host_values, image_pixels, stack, to_nhwc
+from ._summary_media import (
+    audio_samples,
+    boxed_image,
+    embedding_fields,
+    mesh_config,
+    mesh_part,
+    onnx_graph,
+    openvino_graph,
+    pr_curve_series,
+    traced_graph,
+    video_frames,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,126 +80,6 @@ def _run_part(text: str) -> str:
     """A name usable as an origin part (one directory level): unsafe characters become '_'."""
     cleaned = _UNSAFE.sub("_", str(text))[:128]
     return cleaned if cleaned not in ("", ".", "..") else "_"
-
-
-def _host_values(values: Any) -> Any:
-    """Torch tensors moved to the CPU as numpy; numpy arrays and sequences as they are."""
-    detach = getattr(values, "detach", None)
-    return detach().cpu().numpy() if detach is not None else values
-
-
-_GRID_COLUMNS = 8  # tensorboardX's make_grid: a batch of images is drawn 8 to a row
-_IMAGE_AXES = {2: "HW", 3: "CHW", 4: "NCHW"}  # the axes a dataformats string of each length names
-
-
-def _as_image_array(img_tensor: Any, field: str = "img_tensor") -> np.ndarray:
-    """A numpy array of an image's values: a torch tensor moved to the CPU (the one copy a GPU
-    tensor needs), a numpy array as it is, a nested list read by numpy."""
-    import numpy as np
-
-    try:
-        array = np.asarray(_host_values(img_tensor))
-    except Exception as exc:
-        raise InvalidEvent(field, img_tensor, f"cannot be read as an array ({type(exc).__name__})") from exc
-    if array.dtype.kind not in "buif":
-        raise InvalidEvent(field, img_tensor, f"must hold real numbers, not dtype {array.dtype}")
-    return array
-
-
-def _to_nhwc(array: np.ndarray, dataformats: str, field: str = "img_tensor") -> np.ndarray:
-    """A 4-d NHWC view of `array` (no copy) whose axes `dataformats` names, as tensorboardX reads
-    them: HW, any order of C, H, W, or of N, C, H, W; case does not matter."""
-    if not isinstance(dataformats, str):
-        raise InvalidEvent("dataformats", dataformats, f"must be a str, not {type(dataformats).__name__}")
-    axes = dataformats.upper()
-    if sorted(axes) != sorted(_IMAGE_AXES.get(len(axes), "")):
-        raise InvalidEvent("dataformats", dataformats, "must name the axes HW, CHW or NCHW, in any order")
-    if array.ndim != len(axes):
-        raise InvalidEvent(
-            field, array.shape, f"has {array.ndim} dimensions, dataformats {dataformats!r} names {len(axes)}"
-        )
-    full = axes if "N" in axes else "N" + axes if "C" in axes else "NC" + axes
-    view = array.reshape((1,) * (len(full) - len(axes)) + array.shape)  # a view: the new axes are of size 1
-    nhwc = view.transpose([full.index(a) for a in "NHWC"])
-    count, _, _, channels = nhwc.shape
-    if channels not in IMAGE_CHANNELS:
-        raise InvalidEvent(field, array.shape, f"has {channels} channels; images take 1, 3 or 4")
-    if count == 0:
-        raise InvalidEvent(field, array.shape, "holds no image")
-    return nhwc
-
-
-def _stack(images: list[np.ndarray], field: str = "img_tensor") -> np.ndarray:
-    """Images of one shape as one array along a new first axis (a copy, as tensorboardX makes)."""
-    import numpy as np
-
-    shapes = {image.shape for image in images}
-    if len(shapes) != 1:
-        raise InvalidEvent(field, sorted(shapes), "images of a batch must all have one shape")
-    return np.stack(images)
-
-
-def _fill_uint8(out: np.ndarray, values: np.ndarray) -> None:
-    """Write `values` into the uint8 array `out` as tensorboardX scales them: uint8 as they are,
-    any other dtype as values in [0, 1] times 255, truncated. Values outside [0, 1] are clipped
-    to it and NaN is 0, as torch.utils.tensorboard clips (tensorboardX casts them unsafely: they
-    wrap around)."""
-    import numpy as np
-
-    if values.dtype == np.uint8:
-        np.copyto(out, values)
-        return
-    unit = np.fmax(values, 0.0)  # fmax, not maximum: NaN becomes 0; ints and bools become float64
-    np.fmin(unit, 1.0, out=unit)
-    np.multiply(unit, 255.0, out=out, casting="unsafe")
-
-
-def _image_pixels(nhwc: np.ndarray) -> tuple[bytes, int, int, int]:
-    """(pixels, height, width, channels) for Image: one image as uint8 HWC bytes, or a batch
-    as tensorboardX's grid (8 images a row, the last row filled with black); grayscale stays one
-    channel. A few vectorized numpy passes over the pixels, on the calling thread."""
-    import numpy as np
-
-    count, height, width, channels = nhwc.shape
-    if count == 1:
-        image = nhwc[0]
-        if image.dtype != np.uint8:
-            image = np.empty(image.shape, np.uint8)
-            _fill_uint8(image, nhwc[0])
-        return image.tobytes(), height, width, channels  # tobytes reads any strides: one copy
-    columns = min(count, _GRID_COLUMNS)
-    rows, rest = divmod(count, columns)
-    canvas = np.zeros((rows + (rest > 0), height, columns, width, channels), np.uint8)  # rows of HW(C) strips
-    tiles = canvas.transpose(0, 2, 1, 3, 4)  # (row, column, H, W, C): a view of the canvas
-    if rows:
-        _fill_uint8(tiles[:rows], nhwc[: rows * columns].reshape(rows, columns, height, width, channels))
-    if rest:
-        _fill_uint8(tiles[rows, :rest], nhwc[rows * columns :])
-    return canvas.tobytes(), canvas.shape[0] * height, columns * width, channels
-
-
-def _figure_rgb(figure: Any, close: bool) -> np.ndarray:
-    """A matplotlib figure rendered as uint8 HWC RGB (alpha dropped, as tensorboardX does), on
-    the calling thread: matplotlib is not thread-safe. A view of the canvas's buffer, valid until
-    the figure is drawn again: copy it before. A figure whose canvas cannot render to pixels (a
-    PDF or SVG backend, or none) is given an Agg canvas, as tensorboardX does."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas: Any = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
-    canvas.draw()
-    rgb = np.asarray(canvas.buffer_rgba())[:, :, :3]  # the view keeps the buffer alive past close
-    if close:
-        _close_figure(figure)
-    return rgb
-
-
-def _close_figure(figure: Any) -> None:
-    """pyplot.close(figure), as tensorboardX's close=True does. Without pyplot imported, no figure
-    is registered with it: there is nothing to close (and no backend to start)."""
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is not None:
-        pyplot.close(figure)
 
 
 def _write_purge_record(logdir: Path, step: int, suffix: str) -> None:
@@ -224,13 +136,16 @@ class SummaryWriter:
     add_histogram's `bins`/`max_bins` (the sink's `histogram_bins` decides).
     Refused: an unknown keyword (TypeError, as Python says it), an enabled `comet_config`
     (NotImplementedError), `purge_step`/`filename_suffix` with `logger=` (they configure the
-    TensorBoard sink this writer creates). Video, audio, graph, embedding, PR-curve, mesh and
-    add_image_with_boxes: NotImplementedError, naming an alternative.
+    TensorBoard sink this writer creates); torch's `add_tensor` and `export_scalars_to_json`
+    (it needs every add_scalars value kept in memory): NotImplementedError, naming an alternative.
 
-    Images (`add_image`, `add_images`, `add_figure`) become `Image` events of uint8 HWC pixels,
-    converted here with numpy (tensorboardX's dataformats, its [0, 1] float scaling and its
-    8-a-row grid); the sinks encode them. `add_custom_scalars` (and its two shorthands) becomes a
-    `ChartLayout` event, which the TensorBoard sink writes as tensorboardX does.
+    Images (`add_image`, `add_images`, `add_figure`, `add_image_with_boxes`) become `Image`
+    events of uint8 HWC pixels, converted here with numpy (tensorboardX's dataformats, its [0, 1]
+    float scaling and its 8-a-row grid); the sinks encode them. `add_custom_scalars` (and its two
+    shorthands) becomes a `ChartLayout` event. `add_audio`, `add_video`, `add_pr_curve(_raw)`,
+    `add_mesh`, `add_embedding` and `add_graph` (and the ONNX / OpenVINO graph loaders) become
+    Audio, Video, PrCurve, Mesh, Embedding and Graph events: raw values converted here, encoded
+    by the sinks as tensorboardX writes them (WAV, GIF, protobufs, projector files).
 
     `logger=` sends everything to an existing MetricLogger (any sinks; `close()` only flushes it).
     `log_freq=` (an int N, "batch", or a LogFrequency) skips calls before any event is built;
@@ -280,9 +195,16 @@ class SummaryWriter:
         self._sessions: set[str] = set()  # add_hparams' default session names, never reused
         self._warned: set[str] = set()  # options already reported as having no effect
         self._closed = False
+        self._file_writer = FileWriter(self)
         self._default_step: Any = 0  # global_step=None means this (tensorboardX: 0, or use_metadata's)
         self._default_walltime: float | None = None
         self._in_metadata = False
+
+    @property
+    def file_writer(self) -> FileWriter | None:
+        """tensorboardX's handle on the run (`get_logdir`, `flush`, `close`); None once closed,
+        and again a handle after a call reopens the writer."""
+        return None if self._closed else self._file_writer
 
     @property
     def logger(self) -> MetricLogger:
@@ -362,7 +284,7 @@ class SummaryWriter:
             self._reopen()
         if not (isinstance(bins, str) and bins == "tensorflow") or max_bins is not None:
             self._ignored("add_histogram(bins=, max_bins=)", "the TensorBoard sink bins into its histogram_bins")
-        self._publish(Histogram(tag, step, values=_host_values(values), **self._fields(walltime)))
+        self._publish(Histogram(tag, step, values=host_values(values), **self._fields(walltime)))
 
     def add_histogram_raw(
         self,
@@ -387,8 +309,8 @@ class SummaryWriter:
         event = Histogram(
             tag,
             step,
-            bucket_limits=_host_values(bucket_limits),
-            bucket_counts=_host_values(bucket_counts),
+            bucket_limits=host_values(bucket_limits),
+            bucket_counts=host_values(bucket_counts),
             **self._fields(walltime),
         )
         self._publish(event)
@@ -450,7 +372,7 @@ class SummaryWriter:
             return
         if self._closed:
             self._reopen()
-        self._publish_image(tag, _to_nhwc(_as_image_array(img_tensor), dataformats), step, walltime)
+        self._publish_image(tag, to_nhwc(as_image_array(img_tensor), dataformats), step, walltime)
 
     def add_images(
         self,
@@ -472,8 +394,8 @@ class SummaryWriter:
         if isinstance(img_tensor, (list, tuple)):
             if not isinstance(dataformats, str) or dataformats.upper() not in ("CHW", "HWC"):
                 raise InvalidEvent("dataformats", dataformats, "a list of images takes 'CHW' or 'HWC'")
-            img_tensor, dataformats = _stack([_as_image_array(image) for image in img_tensor]), "N" + dataformats
-        self._publish_image(tag, _to_nhwc(_as_image_array(img_tensor), dataformats), step, walltime)
+            img_tensor, dataformats = stack([as_image_array(image) for image in img_tensor]), "N" + dataformats
+        self._publish_image(tag, to_nhwc(as_image_array(img_tensor), dataformats), step, walltime)
 
     def add_figure(
         self,
@@ -491,12 +413,12 @@ class SummaryWriter:
         if self._freq is not None and not self._freq(step):
             if close:
                 for each in figures:
-                    _close_figure(each)
+                    close_figure(each)
             return
         if self._closed:
             self._reopen()
-        images = [_figure_rgb(each, close) for each in figures]
-        nhwc = images[0][None] if len(images) == 1 else _stack(images)
+        images = [figure_rgb(each, close) for each in figures]
+        nhwc = images[0][None] if len(images) == 1 else stack(images)
         self._publish_image(tag, nhwc, step, walltime)
 
     def add_custom_scalars(self, layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
@@ -585,6 +507,15 @@ class SummaryWriter:
             self._bind()
         self._closed = False
 
+    def _begin(self, global_step: Any) -> Any | None:
+        """The step of a call (None: `log_freq` skips it), the writer reopened if it was closed."""
+        step = self._default_step if global_step is None else global_step
+        if self._freq is not None and not self._freq(step):
+            return None
+        if self._closed:
+            self._reopen()
+        return step
+
     def _fields(self, walltime: float | None) -> dict[str, Any]:
         """The origin/context of this writer's logger, and the wall time if one was given."""
         fields: dict[str, Any] = {"origin": self._log.origin, "context": self._log.context}
@@ -595,7 +526,7 @@ class SummaryWriter:
         return fields
 
     def _publish_image(self, tag: str, nhwc: np.ndarray, step: Any, walltime: float | None) -> None:
-        pixels, height, width, channels = _image_pixels(nhwc)
+        pixels, height, width, channels = image_pixels(nhwc)
         fields = self._fields(walltime)
         self._publish(Image(tag, step, pixels=pixels, height=height, width=width, channels=channels, **fields))
 
@@ -633,20 +564,197 @@ class SummaryWriter:
             self._warned.add(option)
             log.warning("SummaryWriter: %s has no effect here: %s", option, why)
 
+    # ---- media and one-off records: converted here, encoded by the sinks ----
+
+    def add_audio(
+        self,
+        tag: str,
+        snd_tensor: Any,
+        global_step: int | None = None,
+        sample_rate: int = 44100,
+        walltime: float | None = None,
+    ) -> None:
+        """Log a sound clip: shape (frames,) or (frames, 1 or 2), values in [-1, 1] (clipped to
+        it, as tensorboardX does). This thread makes the 16-bit PCM samples tensorboardX's
+        soundfile would write; sinks wrap them in a WAV file (TensorBoard AUDIO tab,
+        `wandb.Audio`, an MLflow .wav artifact)."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        samples, channels = audio_samples(snd_tensor)
+        fields = self._fields(walltime)
+        self._publish(Audio(tag, step, samples=samples, channels=channels, sample_rate=sample_rate, **fields))
+
+    def add_video(
+        self,
+        tag: str,
+        vid_tensor: Any,
+        global_step: int | None = None,
+        fps: float = 4,
+        walltime: float | None = None,
+        dataformats: str = "NTCHW",
+    ) -> None:
+        """Log a batch of clips (NTCHW, any order; 1 or 3 channels; uint8 pixels or floats in
+        [0, 1]) as one animated GIF, the clips side by side as tensorboardX lays them out. This
+        thread lays out the uint8 frames; sinks encode the GIF with tensorboardX's encoder,
+        which needs moviepy (checked here, so a missing moviepy fails this call, not a sink)."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        if importlib.util.find_spec("moviepy") is None:
+            raise ImportError("SummaryWriter.add_video needs moviepy to encode the GIF: pip install moviepy")
+        frames = video_frames(vid_tensor, dataformats)
+        length, height, width, channels = frames.shape
+        shape = {"length": length, "height": height, "width": width, "channels": channels}
+        self._publish(Video(tag, step, frames=frames.tobytes(), fps=fps, **shape, **self._fields(walltime)))
+
+    def add_image_with_boxes(
+        self,
+        tag: str,
+        img_tensor: Any,
+        box_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "CHW",
+        labels: Sequence[str] | str | None = None,
+        *,
+        rescale: float = 1,
+    ) -> None:
+        """Log one image with boxes (N x 4: xmin, ymin, xmax, ymax) and optional labels drawn
+        on it, as tensorboardX draws them (its PIL drawing, on this thread; grayscale becomes
+        RGB). It becomes an Image, so every sink that takes images gets it; sinks encode it.
+        Labels whose count is not the boxes' are left out with a warning, as in tensorboardX."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        names = [labels] if isinstance(labels, str) else None if labels is None else list(labels)
+        boxes = len(host_values(box_tensor))
+        if names is not None and len(names) != boxes:
+            log.warning(
+                "SummaryWriter.add_image_with_boxes: %d labels for %d boxes; labels left out", len(names), boxes
+            )
+            names = None
+        pixels, height, width, channels = boxed_image(img_tensor, box_tensor, dataformats, names, rescale)
+        fields = self._fields(walltime)
+        self._publish(Image(tag, step, pixels=pixels, height=height, width=width, channels=channels, **fields))
+
+    def add_pr_curve(
+        self,
+        tag: str,
+        labels: Any,
+        predictions: Any,
+        global_step: int | None = None,
+        num_thresholds: int = 127,
+        weights: Any = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Log a precision-recall curve of binary `labels` and `predictions` in [0, 1] (PR
+        CURVES tab). The curve (6 series of `num_thresholds` points, at most 127) is computed
+        here with tensorboardX's numpy code, so the event is small whatever the predictions."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        curve = pr_curve_series(labels, predictions, num_thresholds, weights)
+        self._publish(PrCurve(tag, step, **curve, **self._fields(walltime)))
+
+    def add_pr_curve_raw(
+        self,
+        tag: str,
+        true_positive_counts: Any,
+        false_positive_counts: Any,
+        true_negative_counts: Any,
+        false_negative_counts: Any,
+        precision: Any,
+        recall: Any,
+        global_step: int | None = None,
+        num_thresholds: int = 127,
+        weights: Any = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Log a precision-recall curve from its six series, one value per threshold (sequences,
+        arrays or tensors of one length). `weights` is accepted and unused, as in tensorboardX."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        counts = {
+            "true_positives": host_values(true_positive_counts),
+            "false_positives": host_values(false_positive_counts),
+            "true_negatives": host_values(true_negative_counts),
+            "false_negatives": host_values(false_negative_counts),
+        }
+        thresholds = min(num_thresholds, 127) if isinstance(num_thresholds, int) else num_thresholds
+        series = {"precision": host_values(precision), "recall": host_values(recall), "num_thresholds": thresholds}
+        self._publish(PrCurve(tag, step, **counts, **series, **self._fields(walltime)))
+
+    def add_mesh(
+        self,
+        tag: str,
+        vertices: Any,
+        colors: Any = None,
+        faces: Any = None,
+        config_dict: Any = None,
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Log a mesh or point cloud (MESH tab): `vertices` (B, N, 3), optional `colors`
+        (B, N, 3, values 0-255) and `faces` (B, F, 3, vertex indices), and a three.js
+        `config_dict`. Each becomes float32 bytes here; the sink writes tensorboardX's summary."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        parts: dict[str, Any] = {}
+        for field, tensor in (("vertices", vertices), ("colors", colors), ("faces", faces)):
+            if tensor is not None:
+                parts[field], parts[f"{field}_shape"] = mesh_part(tensor, field)
+        if "vertices" not in parts:
+            raise InvalidEvent("vertices", None, "a mesh needs vertices")
+        self._publish(Mesh(tag, step, **parts, config=mesh_config(config_dict), **self._fields(walltime)))
+
+    def add_embedding(
+        self,
+        mat: Any,
+        metadata: Any = None,
+        label_img: Any = None,
+        global_step: int | None = None,
+        tag: str = "default",
+        metadata_header: Any = None,
+    ) -> None:
+        """Log points for the PROJECTOR: `mat` (N, D), optional `metadata` (one label per point,
+        or rows of columns with a `metadata_header`), optional `label_img` (N, 1 or 3, S, S).
+        The TensorBoard sink writes tensorboardX's files (`<step:05d>/<tag>/tensors.tsv`,
+        metadata.tsv, sprite.png, and an entry in projector_config.pbtxt) beside the run's event
+        file. `global_step=None` is step 0, as in tensorboardX."""
+        step = self._begin(0 if global_step is None else global_step)
+        if step is None:
+            return
+        fields = embedding_fields(mat, metadata, label_img, metadata_header)
+        self._publish(Embedding(tag, step, **fields, **self._fields(None)))
+
+    def add_graph(
+        self, model: Any, input_to_model: Any = None, verbose: bool = False, use_strict_trace: bool = True
+    ) -> None:
+        """Log a torch model's graph (GRAPHS tab): traced here with torch.jit, by the code both
+        tensorboardX and torch.utils.tensorboard use (the model lives on this thread); the sink
+        writes the GraphDef and its run metadata. Costs a trace: call it once, not per step."""
+        if self._closed:
+            self._reopen()
+        graph_def, run_metadata = traced_graph(model, input_to_model, verbose, use_strict_trace)
+        self._publish(Graph(graph_def, run_metadata=run_metadata, step=self._default_step, **self._fields(None)))
+
+    def add_onnx_graph(self, onnx_model_file: str) -> None:
+        """Log the graph of an ONNX model file, read by tensorboardX's loader (needs `onnx`)."""
+        if self._closed:
+            self._reopen()
+        self._publish(Graph(onnx_graph(onnx_model_file), step=self._default_step, **self._fields(None)))
+
+    def add_openvino_graph(self, xmlname: str) -> None:
+        """Log the graph of an OpenVINO model (its .xml file), read by tensorboardX's loader."""
+        if self._closed:
+            self._reopen()
+        self._publish(Graph(openvino_graph(xmlname), step=self._default_step, **self._fields(None)))
+
     # ---- not supported: fail loudly, say what to use instead ----
 
-    add_image_with_boxes = _unsupported(
-        "add_image_with_boxes", "draw the boxes into the image (torchvision.utils.draw_bounding_boxes), then add_image"
-    )
-    add_video = _unsupported("add_video", "use tensorboardX.SummaryWriter.add_video or wandb.Video")
-    add_audio = _unsupported("add_audio", "use tensorboardX.SummaryWriter.add_audio or wandb.Audio")
-    add_graph = _unsupported("add_graph", "use torch.utils.tensorboard.SummaryWriter.add_graph once, outside the loop")
-    add_onnx_graph = _unsupported("add_onnx_graph", "use tensorboardX.SummaryWriter.add_onnx_graph once")
-    add_openvino_graph = _unsupported("add_openvino_graph", "use tensorboardX.SummaryWriter.add_openvino_graph")
-    add_embedding = _unsupported("add_embedding", "use tensorboardX.SummaryWriter.add_embedding")
-    add_pr_curve = _unsupported("add_pr_curve", "log precision/recall as scalars, or use tensorboardX directly")
-    add_pr_curve_raw = _unsupported("add_pr_curve_raw", "log precision/recall as scalars, or use tensorboardX")
-    add_mesh = _unsupported("add_mesh", "use tensorboardX.SummaryWriter.add_mesh")
     add_tensor = _unsupported("add_tensor", "log scalars or a histogram of the tensor instead")
     export_scalars_to_json = _unsupported(
         "export_scalars_to_json", "add a JsonlSink or CsvSink to writer.logger; nothing is kept in memory here"

@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from bus import Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text
+from bus import Audio, Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text, Video
 
+from ._audio import encode_wav
 from ._jsonl import encode_lines
 from ._open_set import OpenSet
 from ._png import encode_png
+from ._video import encode_gif
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -105,7 +107,7 @@ class MLflowSink(Sink):
 
     isolation: ClassVar[Literal["none", "host", "process"]] = "process"
     # A ChartLayout is TensorBoard's own dashboard layout: nothing MLflow could show.
-    accepts: ClassVar[tuple[type[Event], ...] | None] = (Scalar, Metrics, Histogram, Text, Hparams, Image)
+    accepts: ClassVar[tuple[type[Event], ...] | None] = (Scalar, Metrics, Histogram, Text, Hparams, Image, Audio, Video)
 
     def __init__(
         self,
@@ -282,6 +284,8 @@ def _names(event: Event) -> list[str]:
     match event:
         case Scalar(name=name) | Histogram(name=name) | Text(name=name) | Image(name=name):
             return [name]
+        case Audio(name=name) | Video(name=name):
+            return [name]
         case Metrics(values=values):
             return list(values)
         case Hparams(params=params, metrics=metrics):
@@ -313,3 +317,7 @@ def _add(event: Event, writes: _Writes) -> None:
             writes.images[f"images/{name}/step_{step}.png"] = encode_png(pixels, height, width, channels)
         case Histogram(name=name, step=step):
             writes.artifacts[f"histograms/{name}/step_{step}.json"] = encode_lines([event]).decode()
+        case Audio(name=name, step=step, samples=samples, channels=channels, sample_rate=rate):
+            writes.images[f"audio/{name}/step_{step}.wav"] = encode_wav(samples, channels, rate)
+        case Video(name=name, step=step):
+            writes.images[f"video/{name}/step_{step}.gif"] = encode_gif(event)

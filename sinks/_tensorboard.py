@@ -24,11 +24,31 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 import crc32c
 
-import bus
-from bus import DEFAULT_ORIGIN, ChartLayout, Event, Histogram, Hparams, Image, Metrics, Origin, Scalar, Sink, Text
+from bus import (
+    DEFAULT_ORIGIN,
+    Audio,
+    ChartLayout,
+    Embedding,
+    Event,
+    Graph,
+    Histogram,
+    Hparams,
+    Image,
+    Mesh,
+    Metrics,
+    Origin,
+    PrCurve,
+    RunConfig,
+    RunSummary,
+    Scalar,
+    Sink,
+    Text,
+    Video,
+)
 
 from ._open_set import OpenSet
 from ._png import encode_png
+from ._tb_media import graph_events, media_summary, write_projector
 
 __all__ = ["MAX_OPEN_RUNS", "TensorBoardSink"]
 
@@ -315,7 +335,14 @@ class TensorBoardSink(Sink):
                 summaries = [custom_scalars(layout)]
             case Scalar() | Metrics():  # encoded by hand in _encode
                 return []
-            case bus.RunConfig() | bus.RunSummary():  # a W&B run's config and summary: no plugin shows them
+            case RunConfig() | RunSummary():  # a W&B run's config and summary: no plugin shows them
+                return []
+            case Audio() | Video() | PrCurve() | Mesh():
+                summaries = [media_summary(event)]
+            case Graph():
+                return [e.SerializeToString() for e in graph_events(event)]
+            case Embedding():  # files beside the run's event file, as tensorboardX writes them
+                write_projector(self._run(event.origin).path.parent, event)
                 return []
         return [
             EventProto(wall_time=event.wall_time, step=event.step, summary=s).SerializeToString() for s in summaries

@@ -25,10 +25,25 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 
-import bus
-from bus import Event, Histogram, Hparams, Image, Metrics, RateLimit, Scalar, Sink, Text
+from bus import (
+    DEFAULT_ORIGIN,
+    Audio,
+    Event,
+    Histogram,
+    Hparams,
+    Image,
+    Metrics,
+    RateLimit,
+    RunConfig,
+    RunSummary,
+    Scalar,
+    Sink,
+    Text,
+    Video,
+)
 
 from ._open_set import OpenSet
+from ._wandb_media import wandb_audio, wandb_video
 
 __all__ = ["MAX_OPEN_RUNS", "STEP_KEY", "WandbSink"]
 
@@ -72,7 +87,7 @@ class WandbSink(Sink):
     # row per step and 0.48-0.50 s at 10 rows/s. So W&B gets 10 rows/s per run by default, each
     # the mean of its window (the true curve); add_sink(rate="none") sends every step.
     rate: ClassVar[RateLimit | None] = RateLimit(per_second=10, reduce="mean")
-    accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image, bus.RunConfig, bus.RunSummary)
+    accepts = (Scalar, Metrics, Histogram, Text, Hparams, Image, Audio, Video, RunConfig, RunSummary)
 
     def __init__(
         self,
@@ -206,7 +221,7 @@ class WandbSink(Sink):
         import wandb
 
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True)
-        main = label == bus.DEFAULT_ORIGIN.label
+        main = label == DEFAULT_ORIGIN.label
         run = wandb.init(
             **{"settings": settings, "resume": "allow", **self.init_kwargs},
             project=self.project,
@@ -318,9 +333,9 @@ def _plan(
             names |= RESERVED.intersection(values)
             continue
         label = event.origin.label
-        if isinstance(event, Hparams | bus.RunConfig):
+        if isinstance(event, Hparams | RunConfig):
             config.append((label, dict(event.params if isinstance(event, Hparams) else event.values)))
-        if isinstance(event, bus.RunSummary):
+        if isinstance(event, RunSummary):
             rows.append((label, _SUMMARY, dict(event.values)))
             latest.clear()
         if not values and not (empty_rows and isinstance(event, Metrics)):
@@ -342,13 +357,13 @@ def _values(event: Event) -> dict[str, Any]:
             return {name: value}
         case Metrics(values=values):
             return values
-        case Histogram(name=name) | Image(name=name):
+        case Histogram(name=name) | Image(name=name) | Audio(name=name) | Video(name=name):
             return {name: event}
         case Text(name=name, text=text):
             return {name: text}
         case Hparams(metrics=metrics):
             return metrics
-        case bus.RunConfig() | bus.RunSummary():  # not values of a row
+        case RunConfig() | RunSummary():  # not values of a row
             return {}
     raise TypeError(f"not an event: {event!r}")
 
@@ -360,6 +375,10 @@ def _media(wandb: Any, value: Any) -> Any:
             return _histogram(wandb, value)
         case Image():
             return _image(wandb, value)
+        case Audio():
+            return wandb_audio(wandb, value)
+        case Video():
+            return wandb_video(wandb, value)
     return value
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import tempfile
+import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +33,25 @@ from tensorboardX.summary import custom_scalars
 
 from bus import (
     DEFAULT_ORIGIN,
+    Audio,
     ChartLayout,
     Context,
+    Embedding,
     Event,
+    Graph,
     Histogram,
     Hparams,
     Image,
     InvalidEvent,
+    Mesh,
     MetricBus,
     Metrics,
     Origin,
+    PrCurve,
     Scalar,
     SinkState,
     Text,
+    Video,
 )
 from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, TensorBoardSink, read_jsonl
 from tests.helpers import normalized
@@ -202,6 +210,137 @@ hostile_origins: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.builds(dict, rank=hostile_steps),
 )
 
+
+# ---- the media kinds: raw bytes whose layout the other fields give ----
+
+
+def sized(size: int) -> st.SearchStrategy[Any]:
+    """Exactly `size` bytes, as bytes, bytearray or memoryview."""
+    data = st.binary(min_size=size, max_size=size)
+    return st.one_of(data, data.map(bytearray), data.map(memoryview))
+
+
+audios = st.tuples(st.sampled_from([1, 2]), st.integers(1, 6)).flatmap(
+    lambda s: st.fixed_dictionaries(
+        {
+            "samples": sized(2 * s[0] * s[1]),
+            "channels": st.sampled_from([s[0], np.int8(s[0])]),
+            "sample_rate": st.sampled_from([1, 8000, 44100, (2**32 - 1) // (2 * s[0])]),
+        }
+    )
+)
+hostile_audios = st.one_of(
+    st.fixed_dictionaries({"samples": st.one_of(st.binary(max_size=5), junk), "channels": st.sampled_from([1, 2])}),
+    st.fixed_dictionaries(
+        {"samples": st.just(b"\x00" * 12), "channels": st.one_of(st.sampled_from([0, 3]), hostile_steps)}
+    ),
+    st.fixed_dictionaries({"samples": st.just(b"\x00\x00"), "sample_rate": st.sampled_from([0, 2**31, -1, 1.5])}),
+)
+videos = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.sampled_from([1, 3])).flatmap(
+    lambda s: st.fixed_dictionaries(
+        {
+            "frames": sized(s[0] * s[1] * s[2] * s[3]),
+            "length": st.just(s[0]),
+            "height": st.just(s[1]),
+            "width": st.just(s[2]),
+            "channels": st.just(s[3]),
+            "fps": st.one_of(st.floats(1 / 655, 1e300), st.sampled_from([4, 1 / 655, 30.0])),
+        }
+    )
+)
+hostile_videos = st.one_of(
+    st.fixed_dictionaries(
+        {"frames": st.binary(max_size=13), "length": st.just(1), "height": st.just(2), "width": st.just(2)}
+    ),
+    st.fixed_dictionaries(
+        {
+            "frames": st.just(bytes(16)),
+            "length": st.just(1),
+            "height": st.just(2),
+            "width": st.just(2),
+            "channels": st.one_of(st.sampled_from([2, 4]), hostile_steps),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "frames": st.just(bytes(12)),
+            "length": st.just(1),
+            "height": st.just(2),
+            "width": st.just(2),
+            "fps": st.one_of(st.sampled_from([0.0, 1e-3, math.nan, math.inf]), hostile_values),
+        }
+    ),
+)
+CURVES = ("true_positives", "false_positives", "true_negatives", "false_negatives", "precision", "recall")
+pr_curves = st.integers(1, 5).flatmap(
+    lambda n: st.fixed_dictionaries(
+        {
+            **{name: st.lists(floats, min_size=n, max_size=n) for name in CURVES},
+            "num_thresholds": st.integers(1, 127),
+        }
+    )
+)
+hostile_pr_curves = st.one_of(
+    st.fixed_dictionaries({name: st.lists(floats, min_size=1, max_size=3) for name in CURVES}),  # lengths differ
+    st.fixed_dictionaries({name: st.just([1.0]) for name in CURVES}).map(lambda d: {**d, "num_thresholds": 128}),
+    st.fixed_dictionaries({name: hostile_sequences for name in CURVES}),
+)
+
+
+def mesh_tensor(name: str) -> st.SearchStrategy[dict[str, Any]]:
+    return st.tuples(st.integers(1, 2), st.integers(1, 3)).flatmap(
+        lambda s: st.fixed_dictionaries({name: sized(4 * s[0] * s[1] * 3), f"{name}_shape": st.just((s[0], s[1], 3))})
+    )
+
+
+json_texts = st.one_of(
+    st.just("null"), st.dictionaries(names, st.one_of(ints, texts, st.booleans()), max_size=3).map(json.dumps)
+)
+meshes = st.tuples(
+    mesh_tensor("vertices"),
+    st.one_of(st.just({}), mesh_tensor("colors")),
+    st.one_of(st.just({}), mesh_tensor("faces")),
+    json_texts,
+).map(lambda parts: {**parts[0], **parts[1], **parts[2], "config": parts[3]})
+hostile_meshes = st.one_of(
+    st.fixed_dictionaries({"vertices": st.binary(max_size=8), "vertices_shape": st.just((1, 1, 3))}),
+    st.fixed_dictionaries({"vertices": st.just(bytes(12)), "vertices_shape": st.one_of(junk, st.just((1, 1, 2)))}),
+    st.fixed_dictionaries(
+        {"vertices": st.just(bytes(12)), "vertices_shape": st.just((1, 1, 3)), "config": hostile_texts}
+    ),
+)
+tsv_lines = st.text(st.characters(exclude_characters="\x00\n\r", exclude_categories=["Cs"]), max_size=8)
+embeddings = st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.sampled_from([1, 3])).flatmap(
+    lambda s: st.fixed_dictionaries(
+        {"values": sized(8 * s[0] * s[1]), "rows": st.just(s[0]), "dims": st.just(s[1])},
+        optional={
+            "metadata": st.lists(tsv_lines, min_size=s[0], max_size=s[0]),
+            "label_pixels": sized(s[0] * s[2] * s[2] * s[3]),
+        },
+    ).map(lambda d: {**d, "label_size": s[2], "label_channels": s[3]} if "label_pixels" in d else d)
+)
+hostile_embeddings = st.one_of(
+    st.fixed_dictionaries({"values": st.binary(max_size=9), "rows": st.just(1), "dims": st.just(1)}),
+    st.fixed_dictionaries(
+        {"values": st.just(bytes(8)), "rows": st.just(1), "dims": st.just(1), "metadata": st.just(["a", "b"])}
+    ),
+    st.fixed_dictionaries(
+        {"values": st.just(bytes(8)), "rows": st.just(1), "dims": st.just(1), "metadata_header": st.just("h")}
+    ),
+    st.fixed_dictionaries(
+        {
+            "values": st.just(bytes(8)),
+            "rows": st.just(1),
+            "dims": st.just(1),
+            "label_pixels": st.just(bytes(8193 * 8193)),
+            "label_size": st.just(8193),
+            "label_channels": st.just(1),
+        }
+    ),
+)
+graphs = st.fixed_dictionaries({"graph_def": st.binary(min_size=1, max_size=20), "run_metadata": st.binary(max_size=8)})
+hostile_graphs = st.fixed_dictionaries({"graph_def": st.one_of(st.just(b""), junk)})
+
 Strategies = dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]]
 """Per constructor argument: (legal values, hostile values)."""
 
@@ -233,6 +372,16 @@ FIELDS: dict[type[Event], Strategies] = {
     },
     Image: {"name": (names, hostile_names), "step": (steps, hostile_steps), "data": (images, hostile_images)},
     ChartLayout: {"layout": (layouts, hostile_layouts), "step": (steps, hostile_steps)},
+    Audio: {"name": (names, hostile_names), "step": (steps, hostile_steps), "data": (audios, hostile_audios)},
+    Video: {"name": (names, hostile_names), "step": (steps, hostile_steps), "data": (videos, hostile_videos)},
+    PrCurve: {"name": (names, hostile_names), "step": (steps, hostile_steps), "data": (pr_curves, hostile_pr_curves)},
+    Mesh: {"name": (names, hostile_names), "step": (steps, hostile_steps), "data": (meshes, hostile_meshes)},
+    Embedding: {
+        "name": (names, hostile_names),
+        "step": (steps, hostile_steps),
+        "data": (embeddings, hostile_embeddings),
+    },
+    Graph: {"step": (steps, hostile_steps), "data": (graphs, hostile_graphs)},
 }
 COMMON: Strategies = {"wall_time": (wall_times, hostile_wall_times), "context": (contexts, hostile_contexts)}
 
@@ -373,8 +522,27 @@ def check_jsonl(path: Path, events: Sequence[Event]) -> None:
     assert normalized(read_jsonl(path)) == normalized(expected)
 
 
-EVERYTHING = {"scalars": 0, "histograms": 0, "tensors": 0, "compressedHistograms": 0, "images": 0}
+EVERYTHING = {"scalars": 0, "histograms": 0, "tensors": 0, "compressedHistograms": 0, "images": 0, "audio": 0}
 LAYOUT_TAG = "custom_scalars__config__"
+
+
+def tensor_payload(tensor: Any) -> list[Any]:
+    """A tensor's strings (text, layouts) or its float32 values as reprs (PR curves, meshes)."""
+    return list(tensor.string_val) or [repr(v) for v in tensor.float_val]
+
+
+def media_tensors(event: Event) -> dict[str, list[Any]]:
+    """The tensor tags a PR curve or a mesh becomes, with their values as tensor_payload gives them."""
+    if isinstance(event, PrCurve):
+        return {event.name: [repr(f32(v)) for series in CURVES for v in getattr(event, series)]}
+    if isinstance(event, Mesh):
+        parts = [(1, event.vertices), (2, event.faces), (3, event.colors)]
+        return {
+            f"{event.name}_{kind}": [repr(v) for v in np.frombuffer(data, "<f4").tolist()]
+            for kind, data in parts
+            if data is not None
+        }
+    return {}
 
 
 def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
@@ -386,43 +554,98 @@ def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
         acc = EventAccumulator(str(run), size_guidance=EVERYTHING)
         acc.Reload()
         scalars: dict[str, list[tuple[int, float, str]]] = {}
-        texts: dict[str, list[tuple[int, float, list[bytes]]]] = {}
+        tensors: dict[str, list[tuple[int, float, list[Any]]]] = {}
         histograms: dict[str, list[Histogram]] = {}
-        pictures: dict[str, list[Image]] = {}
+        pictures: dict[str, list[Image | Video]] = {}
+        sounds: dict[str, list[Audio]] = {}
         for event in run_events:
             pairs = event.metrics.items() if isinstance(event, Hparams) else metric_values([event])
             for *_, name, value in pairs:
                 scalars.setdefault(name, []).append((event.step, event.wall_time, repr(f32(value))))
             if isinstance(event, Text):
-                texts.setdefault(f"{event.name}/text_summary", []).append(
+                tensors.setdefault(f"{event.name}/text_summary", []).append(
                     (event.step, event.wall_time, [event.text.encode()])
                 )
             if isinstance(event, Histogram):
                 histograms.setdefault(event.name, []).append(event)
-            if isinstance(event, Image):
+            if isinstance(event, (Image, Video)):
                 pictures.setdefault(event.name, []).append(event)
+            if isinstance(event, Audio):
+                sounds.setdefault(event.name, []).append(event)
             if isinstance(event, ChartLayout):
                 layout_tensor = custom_scalars(event.layout).value[0].tensor
-                texts.setdefault(LAYOUT_TAG, []).append((event.step, event.wall_time, list(layout_tensor.string_val)))
+                tensors.setdefault(LAYOUT_TAG, []).append((event.step, event.wall_time, list(layout_tensor.string_val)))
+            for tag, payload in media_tensors(event).items():
+                tensors.setdefault(tag, []).append((event.step, event.wall_time, payload))
         tags = acc.Tags()
         assert sorted(tags["scalars"]) == sorted(scalars)
         for tag, expected in scalars.items():
             assert [(s.step, s.wall_time, repr(s.value)) for s in acc.Scalars(tag)] == expected
-        assert sorted(tags["tensors"]) == sorted(texts)
-        for tag, expected_texts in texts.items():
-            got = [(t.step, t.wall_time, list(t.tensor_proto.string_val)) for t in acc.Tensors(tag)]
-            assert got == expected_texts
+        assert sorted(tags["tensors"]) == sorted(tensors)
+        for tag, expected_tensors in tensors.items():
+            got = [(t.step, t.wall_time, tensor_payload(t.tensor_proto)) for t in acc.Tensors(tag)]
+            assert got == expected_tensors
         assert sorted(tags["histograms"]) == sorted(histograms)
         for tag, expected_histograms in histograms.items():
             for got_histogram, event in zip(acc.Histograms(tag), expected_histograms, strict=True):
                 check_histogram(got_histogram, event)
         assert sorted(tags["images"]) == sorted(pictures)
         for tag, expected_images in pictures.items():
-            for got_image, event in zip(acc.Images(tag), expected_images, strict=True):
-                check_image(got_image, event)
+            for got_image, picture in zip(acc.Images(tag), expected_images, strict=True):
+                check_image(got_image, picture) if isinstance(picture, Image) else check_video(got_image, picture)
+        assert sorted(tags["audio"]) == sorted(sounds)
+        for tag, expected_sounds in sounds.items():
+            for got_audio, sound in zip(acc.Audio(tag), expected_sounds, strict=True):
+                check_audio(got_audio, sound)
+        graphs = [e for e in run_events if isinstance(e, Graph)]
+        assert tags["graph"] is bool(graphs)
+        assert tags["run_metadata"] == (["profiler"] if any(g.run_metadata for g in graphs) else [])
+        check_projector(run, [e for e in run_events if isinstance(e, Embedding)])
         hparams = [e for e in run_events if isinstance(e, Hparams)]
         if hparams:
             check_hparams(acc, hparams[0])
+
+
+def check_video(got: Any, event: Video) -> None:
+    """An animated GIF of the clip's size (GIF may merge frames that repeat)."""
+    assert (got.step, got.wall_time, got.width, got.height) == (event.step, event.wall_time, event.width, event.height)
+    decoded = PILImage.open(io.BytesIO(got.encoded_image_string))
+    assert decoded.format == "GIF" and decoded.size == (event.width, event.height)
+    assert 1 <= decoded.n_frames <= event.length
+
+
+def check_audio(got: Any, event: Audio) -> None:
+    """A WAV file of exactly the samples logged."""
+    assert (got.step, got.wall_time, got.sample_rate, got.length_frames) == (
+        event.step,
+        event.wall_time,
+        f32(event.sample_rate),  # TensorBoard's summary keeps the rate as a float32
+        event.frames,
+    )
+    with wave.open(io.BytesIO(got.encoded_audio_string)) as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (event.channels, event.sample_rate)
+        assert wav.readframes(event.frames) == event.samples
+
+
+def check_projector(run: Path, embeddings: list[Embedding]) -> None:
+    """Every embedding has its entry in projector_config.pbtxt and, for the last one of each name
+    and step (a later one rewrites the files), its points in tensors.tsv."""
+    if not embeddings:
+        assert not (run / "projector_config.pbtxt").exists()
+        return
+    config = (run / "projector_config.pbtxt").read_text(encoding="utf8")
+    last = {}
+    for event in embeddings:
+        assert f'tensor_name: "{event.name}:{str(event.step).zfill(5)}"' in config
+        last[(event.name, event.step)] = event
+    for (name, step), event in last.items():
+        folder = run / str(step).zfill(5) / name.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
+        rows = (folder / "tensors.tsv").read_text().split("\n")[:-1]
+        assert [[float(v) for v in row.split("\t")] for row in rows] == (
+            np.frombuffer(event.values, "<f8").reshape(event.rows, event.dims).tolist()
+        )
+        if event.metadata is not None:
+            assert (folder / "metadata.tsv").read_text(encoding="utf8").split("\n")[:-1] == list(event.metadata)
 
 
 def check_histogram(got: Any, event: Histogram) -> None:

@@ -346,20 +346,6 @@ def test_an_image_event_repr_gives_the_size_of_its_pixels_not_the_bytes() -> Non
     assert repr(event).startswith("Image(name='img', step=3, pixels=<12288 bytes>, height=64, width=64, channels=3,")
 
 
-STILL_UNSUPPORTED = [
-    "add_image_with_boxes", "add_video", "add_audio", "add_graph", "add_onnx_graph", "add_openvino_graph",
-    "add_embedding", "add_pr_curve", "add_pr_curve_raw", "add_mesh", "add_tensor", "export_scalars_to_json",
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("method", STILL_UNSUPPORTED)
-def test_media_methods_still_unsupported_raise_naming_an_alternative(method: str) -> None:
-    with MetricLogger() as log:
-        writer = SummaryWriter(logger=log)
-        with pytest.raises(NotImplementedError, match=rf"SummaryWriter\.{method} is not supported.*; \w+"):
-            getattr(writer, method)("tag", None)
-
-
 # ---- add_custom_scalars ----
 
 LAYOUT = {
