@@ -16,6 +16,7 @@ class SinkState(str, Enum):
 
     PENDING = "pending"  # added, its task not started yet
     OPEN = "open"
+    DOWN = "down"  # its destination does not answer: its events are kept and it is probed
     FAILED = "failed"  # gave up after retries; its events are counted as dropped
     CLOSED = "closed"
 
@@ -49,6 +50,9 @@ class SinkStats(msgspec.Struct, frozen=True):
     reduced: int = 0  # folded by the sink's rate limit into another event's row (not lost)
     saved_to: str | None = None  # the spool directory holding what a failed sink missed
     where: str = "local"  # where the sink runs: "local" (the publishing process) or "host <name>"
+    down_since: float | None = None  # wall time since which the sink is down (None: it is up)
+    spooled_bytes: int = 0  # bytes of its events waiting in its spool on disk
+    lag: float = 0.0  # seconds since the oldest event it holds was logged (0: it holds none)
 
     @property
     def dropped_total(self) -> int:
