@@ -18,8 +18,6 @@ from ._errors import (
     MetricBusError,
     SinkAlreadyAdded,
     StopTraining,
-    WorkerDied,
-    WorkerError,
 )
 from ._events import (
     DEFAULT_ORIGIN,
@@ -89,8 +87,6 @@ __all__ = [
     "Text",
     "Video",
     "WhenFull",
-    "WorkerDied",
-    "WorkerError",
     "accepted_share",
     "check_delivery",
     "delivery_failures",

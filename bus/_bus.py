@@ -119,7 +119,7 @@ class MetricBus:
         for route in self._routes:
             if not route.done.is_set():
                 log.error("sink %r did not finish within the shutdown timeout (%ss)", route.name, self.shutdown_timeout)
-                route.abandon(self.shutdown_timeout)
+                await route.abandon(self.shutdown_timeout)
         for feed in self._feeds.values():  # the hosts closed meanwhile; each waits its own deadline
             left = max(0.0, deadline - anyio.current_time())
             with anyio.CancelScope(shield=True):

@@ -9,12 +9,10 @@ MetricBusError
 ├── BusFull             a `block` sink has no room and the caller may not wait
 ├── DeliveryError       raised at close: some sink failed or lost events (carries the stats)
 ├── StopTraining        a guard asks the training loop to stop (raised at a logging call)
-├── InvalidSinkResult   a sink's write_batch returned something other than None or a count
-├── WorkerError         the sink inside a worker process raised (its message is the error)
-└── WorkerDied          a sink's worker process exited; the next attempt starts a new one
+└── InvalidSinkResult   a sink's write_batch returned something other than None or a count
 
-Sink failures (InvalidSinkResult, WorkerError, WorkerDied, a sink's own exceptions) never reach
-the caller of `publish`: they are counted in the sink's stats and summed up by DeliveryError.
+Sink failures (InvalidSinkResult, a sink's own exceptions) never reach the caller of `publish`:
+they are counted in the sink's stats and summed up by DeliveryError.
 """
 
 from __future__ import annotations
@@ -36,8 +34,6 @@ __all__ = [
     "MetricBusError",
     "SinkAlreadyAdded",
     "StopTraining",
-    "WorkerDied",
-    "WorkerError",
 ]
 
 
@@ -99,11 +95,3 @@ class StopTraining(MetricBusError):
 
 class InvalidSinkResult(MetricBusError, TypeError):
     """A sink's `write_batch` returned something other than None or a count of refused events."""
-
-
-class WorkerError(MetricBusError):
-    """The sink inside the worker process raised; the message is its exception."""
-
-
-class WorkerDied(MetricBusError):
-    """The worker process exited or closed its pipe; the next attempt starts a new one."""

@@ -86,7 +86,7 @@ def _check_identifier(value: str, field: str) -> None:
         raise InvalidEvent(field, value, "must be 1-128 characters of letters, digits, '_', '.', '-'")
 
 
-class Origin(msgspec.Struct, frozen=True, omit_defaults=True):
+class Origin(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Which process produced an event: a federated site, a node, a rank. Sinks place events by
     `label` (one TensorBoard run / one W&B run / one MLflow run per origin)."""
 
@@ -148,7 +148,7 @@ class Origin(msgspec.Struct, frozen=True, omit_defaults=True):
 DEFAULT_ORIGIN = Origin()
 
 
-class Context(msgspec.Struct, frozen=True, omit_defaults=True):
+class Context(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Where in the run an event belongs, when the step alone does not say it."""
 
     epoch: int | None = None
@@ -164,7 +164,7 @@ class Context(msgspec.Struct, frozen=True, omit_defaults=True):
             force_setattr(self, "task", as_name(self.task, "context.task"))
 
 
-class _Base(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag=str.lower):
+class _Base(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag=str.lower, gc=False):
     """Fields every event carries; keyword-only, after each event's own fields."""
 
     wall_time: float = msgspec.field(default_factory=time.time)

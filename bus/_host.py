@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import pickle
@@ -447,6 +448,10 @@ def main() -> None:
     if op != Op.HELLO:
         raise SystemExit(f"sink host: expected HELLO, got op {op}")
     hello = msgspec.msgpack.decode(body, type=Hello)
+    # Every batch makes thousands of short-lived events (not tracked: gc=False) and rows; the
+    # collector's default thresholds would walk the heap many times a second for nothing here.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     sys.path[:] = [*hello.sys_path, *(p for p in sys.path if p not in hello.sys_path)]
     os.set_blocking(fd_in, False)
     os.set_blocking(fd_out, False)

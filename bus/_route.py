@@ -1,8 +1,19 @@
-"""One route per sink: a bounded buffer, the batching loop, retries, isolation and the counters.
+"""One route per sink: its buffer, the batching loop, outages, retries and the counters.
 
 Everything here runs on the bus's event loop thread; publishers append synchronously and the
 route's task takes whole batches, so the per-event cost is a deque append and two comparisons.
-The sink's own code runs on its `SinkThread`, so every call can be abandoned at a deadline.
+The sink's own code runs on its `SinkThread`, so every call can be abandoned at a deadline; the
+spool's disk work runs on worker threads, so a dead disk never stalls the loop.
+
+A failed call means one of two things, and the route tells them apart:
+
+- **the sink is down**: `OSError` and its kin (a full disk, a share that went away, a refused
+  connection, a timeout). Nothing is wrong with the events: the route keeps
+  the batch and everything after it (in memory, then in the spool, whatever the when-full policy,
+  so publishers never wait on it), probes the sink again with capped backoff, and catches up in
+  order when it answers. Only shutdown ends the wait; then all it did not get is saved.
+- **these events are bad**: any other exception. The batch is retried (`RetryPolicy`), then split
+  to find the events at fault, which are rejected; a sink that fails on every part is failed.
 """
 
 from __future__ import annotations
@@ -10,27 +21,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
-from collections import deque
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from ._buffer import SinkBuffer
 from ._config import SinkConfig
 from ._errors import InvalidSinkResult
 from ._events import Event
 from ._rate import Reducer
 from ._sink import Sink
 from ._sink_thread import SinkThread
-from ._spool import Spool, write_segment
+from ._spool import load_segment, scan, write_segment
 from ._stats import DropReason, SinkState, SinkStats
 
 log = logging.getLogger("metricbus")
 
 _NEVER = math.inf
-SPOOL_ROOT = Path("metricbus-spool")  # where sinks without a spool_dir spill and save what they missed
+SPOOL_DIR = "metricbus-spool"  # the folder, beside a sink's output, for what the sink could not take yet
 
 
 def _safe(name: str) -> str:
@@ -38,11 +51,37 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sink"
 
 
+def spool_home() -> Path:
+    """Where sinks with no output of their own keep their spool: the user's data directory
+    (never the current directory of a script that writes elsewhere)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "metricbus" / "spool"
+
+
+def spool_dir_of(name: str, sink: Sink, config: SinkConfig) -> Path:
+    """A sink's spool directory: as configured, else beside its own output, else in the user's
+    data directory; one folder per sink name."""
+    if config.spool_dir:
+        return Path(config.spool_dir)
+    home = sink.output_dir
+    return (Path(home) / SPOOL_DIR if home is not None else spool_home()) / _safe(name)
+
+
+def is_down(exc: BaseException) -> bool:
+    """Does this failure say the destination is down (rather than that the events are bad)?
+    OSError and its kin: a full disk, a missing share, a refused connection, a timeout."""
+    return isinstance(exc, OSError)  # ConnectionError and TimeoutError are OSErrors
+
+
 class _Failed(Exception):
     """An attempt (after its retries) did not succeed; `hung` when the sink stopped answering."""
 
     def __init__(self, hung: bool) -> None:
         self.hung = hung
+
+
+class _Down(Exception):
+    """The sink is down (see `is_down`)."""
 
 
 class Route:
@@ -56,18 +95,18 @@ class Route:
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
         self.reducer = Reducer(config.rate) if config.rate is not None else None
-        self.spool_dir = Path(config.spool_dir) if config.spool_dir else SPOOL_ROOT / _safe(name)
-        self.saved_to: Path | None = None  # where what the sink missed was saved, if it failed
-        self.spool: Spool | None = None
-        if config.when_full == "spill":
-            self.spool = Spool(self.spool_dir, limit_bytes=config.spool_limit)
-            self.spool.open()  # a previous run's spill: delivered first, counted as published here
-        self._plain = self.reducer is None and self.spool is None  # offer() may just append
+        self.spool_dir = spool_dir_of(name, sink, config)
+        self.buffer = SinkBuffer(config, self.spool_dir, self._drop)
+        self.buf = self.buffer.mem  # the memory part: publishers append here directly
         self.capacity = config.capacity
+        self._plain = self.reducer is None and not self.buffer.spilling  # offer() may just append
         self.accepting = True  # False once failed or finished: publishers never wait for it
-        self.buf: deque[Event] = deque()
         self.state = SinkState.PENDING
-        self.published = self.spool.count if self.spool is not None else 0
+        self.down_since: float | None = None
+        self.saved_to: Path | None = None  # where what the sink missed was saved
+        self.published = 0
+        if config.when_full == "spill":  # a persistent queue: what a previous run left comes first
+            self.published += self.buffer.spool.adopt(scan(self.spool_dir))
         self.delivered = 0
         self.dropped: dict[str, int] = {}
         self._unsent: list[Event] = []  # the events handed to the sink and not settled yet
@@ -76,25 +115,30 @@ class Route:
         self.last_error: str | None = None
         self.closing = False
         self.done = anyio.Event()
+        self.on_settled: Callable[[], None] | None = None  # called after each batch the sink wrote
         self._calling: str | None = None  # the sink method being awaited, for hang reports
         self._thread: SinkThread | None = None
         self._wake_at: float = _NEVER
         self._wakeup = anyio.Event()
         self._space: anyio.Event | None = None
         self._flush_waiters: list[anyio.Event] = []
+        self._flushing: list[anyio.Event] = []  # the waiters of the flush the sink is doing now
+        self._spool_due = anyio.Event()  # the spool's tail is due to be written
+        self._spool_lock = anyio.Lock()  # one tail written at a time, and never while it is saved
+        self._probes = 0  # failed probes of a down sink in a row
+        self._close_probes = 0  # probes since the bus started closing
         # A batch that keeps failing is split to find the events at fault; this many failed
         # writes in a row without a success means the sink itself is broken, not its input.
         self._fail_limit = 2 * math.ceil(math.log2(config.max_batch + 1)) + 4
         self._failures_in_a_row = 0
-        self.on_settled: Callable[[], None] | None = None  # called after each batch the sink wrote
 
     # ---- publisher side (synchronous, on the loop thread) ----
 
     def room(self) -> int:
-        """How many more events fit before the when-full policy applies."""
+        """How many more events fit before a `block` policy makes publishers wait."""
         if not self.accepting:
             return 1 << 62
-        return max(0, self.capacity - len(self.buf))
+        return self.buffer.room()
 
     async def wait_for_room(self) -> None:
         if self._space is None:
@@ -102,7 +146,7 @@ class Route:
         await self._space.wait()
 
     def offer(self, event: Event) -> None:
-        """Take one event, applying the when-full policy. `block` callers checked room first."""
+        """Take one event. `block` callers checked room first."""
         self.published += 1
         buf = self.buf
         if self._plain and len(buf) < self.capacity:  # the hot path: room, nothing to fold or spill
@@ -110,71 +154,27 @@ class Route:
             if len(buf) >= self._wake_at:
                 self._wake()
             return
-        if self.state is SinkState.FAILED:
-            self._drop(DropReason.SINK_FAILED, 1)
-            return
-        if self.reducer is not None:
-            idle = not self.reducer.held
-            for row in self.reducer.add(event):
-                self._put(row)
-            if idle and self.reducer.held:
-                self._wake()  # a time window opened: the route's sleep must end with it
-            return
-        self._put(event)
-
-    def _put(self, event: Event) -> None:
-        buf = self.buf
-        spool = self.spool
-        if spool is not None and (spool.count or len(buf) >= self.capacity):  # spill, in order
-            if not spool.append(event):
-                self._drop(DropReason.SPOOL_FULL, 1)
-            return
-        if len(buf) >= self.capacity:
-            if self.config.when_full == "drop_newest":
-                self._drop(DropReason.FULL, 1)
-                return
-            buf.popleft()
-            self._drop(DropReason.FULL, 1)
-        buf.append(event)
-        if len(buf) >= self._wake_at:
-            self._wake()
+        self._take((event,))
 
     def offer_many(self, events: Sequence[Event]) -> None:
-        """Take a batch of events, applying the when-full policy to the overflow."""
-        n = len(events)
-        self.published += n
+        """Take a batch of events in order."""
+        self.published += len(events)
+        self._take(events)
+
+    def _take(self, events: Sequence[Event]) -> None:
         if self.state is SinkState.FAILED:
-            self._drop(DropReason.SINK_FAILED, n)
+            self._drop(DropReason.SINK_FAILED, len(events))
             return
         if self.reducer is not None:
             idle, add = not self.reducer.held, self.reducer.add
             events = [row for event in events for row in add(event)]
-            n = len(events)
             if idle and self.reducer.held:
-                self._wake()
-        if self.spool is not None:
-            for event in events:
-                self._put(event)
-            if len(self.buf) >= self._wake_at:
-                self._wake()
-            return
-        buf = self.buf
-        overflow = len(buf) + n - self.capacity
-        if overflow > 0:
-            if self.config.when_full == "drop_newest":
-                keep = max(0, n - overflow)
-                self._drop(DropReason.FULL, n - keep)
-                events = events[:keep]
-            else:  # drop_oldest: the newest `capacity` of (buffer + batch) survive
-                from_batch = min(n, overflow - min(overflow, len(buf)))
-                from_buf = overflow - from_batch
-                for _ in range(from_buf):
-                    buf.popleft()
-                events = events[from_batch:]
-                self._drop(DropReason.FULL, overflow)
-        buf.extend(events)
-        if len(buf) >= self._wake_at:
+                self._wake()  # a time window opened: the route's sleep must end with it
+        self.buffer.put(events)
+        if len(self.buf) >= self._wake_at:
             self._wake()
+        if self.buffer.spool.tail_full:
+            self._spool_due.set()
 
     def share(self, kinds: Mapping[type[Event], int]) -> int:
         """How many of these events (counted by kind) this sink would take."""
@@ -187,9 +187,10 @@ class Route:
         self._drop(reason, n)
 
     def request_flush(self) -> anyio.Event:
-        """An event set once everything offered so far is written and the sink flushed."""
+        """An event set once everything offered so far is written and the sink flushed (at once
+        if the sink is down: what it holds is kept, and its stats say so)."""
         waiter = anyio.Event()
-        if self.done.is_set():
+        if self.done.is_set() or self.state is SinkState.DOWN:
             waiter.set()
         else:
             self._flush_waiters.append(waiter)
@@ -200,79 +201,42 @@ class Route:
         self.closing = True
         self._wake()
 
-    def abandon(self, timeout: float) -> None:
-        """Shutdown gave up on this sink: it is failed, and what it never got is counted (and
-        saved to its spool directory)."""
+    async def abandon(self, shutdown_timeout: float) -> None:
+        """Shutdown gave up on this sink: it is failed, and what it never got is counted and
+        saved to its spool directory (within a few seconds; a dead disk cannot hold shutdown)."""
         doing = f"{self._calling} did not return" if self._calling else "did not finish"
-        self.last_error = f"{doing} within the shutdown timeout ({timeout}s)"
-        self._lose(DropReason.SHUTDOWN_TIMEOUT)
+        self.last_error = f"{doing} within the shutdown timeout ({shutdown_timeout}s)"
         self.state = SinkState.FAILED
         self._plain = False
+        with anyio.move_on_after(5.0):
+            await self._lose(DropReason.SHUTDOWN_TIMEOUT)
         self._finish()
 
     def stats(self) -> SinkStats:
+        reducer = self.reducer
+        oldest = self._unsent[0].wall_time if self._unsent else self.buffer.oldest_wall_time()
         return SinkStats(
             name=self.name,
             state=self.state,
             published=self.published,
             delivered=self.delivered,
             dropped=dict(self.dropped),
-            queued=len(self.buf)
-            + (self.reducer.held if self.reducer is not None else 0)
-            + (self.spool.count if self.spool is not None else 0),
+            queued=len(self.buffer) + (reducer.held if reducer is not None else 0),
             in_flight=self.in_flight,
             batches=self.batches,
             failed_attempts=self.failed_attempts,
             last_error=self.last_error,
             restarts=self.sink.restarts,
-            reduced=self.reducer.reduced if self.reducer is not None else 0,
+            reduced=reducer.reduced if reducer is not None else 0,
             saved_to=None if self.saved_to is None else str(self.saved_to),
+            down_since=self.down_since,
+            spooled_bytes=self.buffer.spool.bytes,
+            lag=0.0 if oldest is None else max(0.0, time.time() - oldest),
         )
 
     @property
     def in_flight(self) -> int:
         return len(self._unsent)
-
-    def _lose(self, reason: DropReason) -> int:
-        """The sink will get nothing more: count every event it did not get (handed over and
-        unsettled, buffered, in open rate-limit rows, spooled), and save them to its spool
-        directory for `metricbus replay`. Returns how many."""
-        unsent = [*self._unsent, *self.buf, *(self.reducer.drain() if self.reducer is not None else [])]
-        self._unsent = []
-        self.buf.clear()
-        lost = len(unsent) + (self.spool.count if self.spool is not None else 0)
-        if lost:
-            self._drop(reason, lost)
-            where = self._save(unsent)
-            if where is not None:
-                self.saved_to = where
-        return lost
-
-    def _save(self, unsent: list[Event]) -> Path | None:
-        """Write what the sink missed to its spool directory, oldest first; None if it cannot."""
-        try:
-            if self.spool is not None:
-                self.spool.close()
-            if unsent:
-                write_segment(self.spool_dir, unsent, first=True)
-        except OSError as exc:
-            log.error("sink %r: could not save the events it missed to %s: %r", self.name, self.spool_dir, exc)
-            return None
-        log.error(
-            "sink %r: the events it missed are saved in %s; replay them with: metricbus replay %s --to ...",
-            self.name,
-            self.spool_dir,
-            self.spool_dir,
-        )
-        return self.spool_dir
-
-    def _release_rows(self) -> None:
-        """Move the reducer's finished rows into the buffer: every row when a flush or the close
-        wants them, else those whose time window has passed."""
-        assert self.reducer is not None
-        rows = self.reducer.drain() if self.closing or self._flush_waiters else self.reducer.expired()
-        if rows:
-            self.buf.extend(rows)
 
     def _drop(self, reason: DropReason, n: int) -> None:
         self.dropped[reason.value] = self.dropped.get(reason.value, 0) + n
@@ -286,52 +250,158 @@ class Route:
             self._space.set()
             self._space = None
 
+    def _release_flushes(self) -> None:
+        for waiter in [*self._flush_waiters, *self._flushing]:
+            waiter.set()
+        self._flush_waiters.clear()
+
+    # ---- what the sink did not get ----
+
+    async def _lose(self, reason: DropReason) -> int:
+        """The sink will get nothing more: count every event it did not get (handed over and
+        unsettled, buffered, in open rate-limit rows, spooled) and save them to its spool
+        directory, oldest first, for `metricbus replay`. Returns how many."""
+        async with self._spool_lock:  # a tail being written finishes first: it is on disk then
+            return await self._save(reason)
+
+    async def _save(self, reason: DropReason) -> int:
+        rows = self.reducer.drain() if self.reducer is not None else []
+        older, newer = self.buffer.clear()  # what is in memory, before and after the spool's files
+        older[:0] = self._unsent
+        newer += rows
+        self._unsent = []
+        on_disk = self.buffer.spool.count
+        lost = len(older) + on_disk + len(newer)
+        if not lost:
+            return 0
+        self._drop(reason, lost)
+        try:
+            if older:
+                await anyio.to_thread.run_sync(lambda: write_segment(self.spool_dir, older, first=True))
+            if newer:
+                await anyio.to_thread.run_sync(lambda: write_segment(self.spool_dir, newer))
+        except OSError as exc:
+            log.error("sink %r: could not save the %d events it missed to %s: %r", self.name, lost, self.spool_dir, exc)
+            if not on_disk:
+                return lost
+        self.saved_to = self.spool_dir
+        log.error(
+            "sink %r: %d events it did not get are saved in %s; replay them with: metricbus replay %s --to ...",
+            self.name,
+            lost,
+            self.spool_dir,
+            self.spool_dir,
+        )
+        return lost
+
+    def _release_rows(self) -> None:
+        """Move the reducer's finished rows into the buffer: every row when a flush or the close
+        wants them, else those whose time window has passed."""
+        assert self.reducer is not None
+        rows = self.reducer.drain() if self.closing or self._flush_waiters else self.reducer.expired()
+        if rows:
+            self.buffer.put(rows)
+
     # ---- the route's task ----
 
     async def run(self) -> None:
         """Open the sink, write batches until closed and drained, then flush and close it."""
         self._thread = SinkThread(self.name) if self.sink.blocking else None
         try:
-            await self._attempt("open", self.sink.open)
-            self.state = SinkState.OPEN
-            await self._pump()
-            await self._attempt("close", self.sink.close, retry=False)
-        except _Failed as failed:
-            self._fail()
-            if not failed.hung:  # a sink that answers still gets its close, after a failure too
-                with contextlib.suppress(_Failed):
-                    await self._attempt("close", self.sink.close, retry=False)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._spool_writer)
+                try:
+                    await self._serve()
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
             self._finish()
             if self._thread is not None:
                 self._thread.stop()
+
+    async def _serve(self) -> None:
+        try:
+            await self._until_written("open", self.sink.open)
+            if self.state is not SinkState.DOWN:
+                self.state = SinkState.OPEN
+            await self._pump()
+            await self._attempt("close", self.sink.close, retry=False)
+        except _Down:  # still down when the bus closed: what it did not get is saved
+            self.state = SinkState.FAILED
+            await self._lose(DropReason.SINK_DOWN)
+            self._log_failure("still down at shutdown")
+            with contextlib.suppress(_Failed, _Down):
+                await self._attempt("close", self.sink.close, retry=False)
+        except _Failed as failed:
+            await self._fail()
+            if not failed.hung:  # a sink that answers still gets its close, after a failure too
+                with contextlib.suppress(_Failed, _Down):
+                    await self._attempt("close", self.sink.close, retry=False)
+
+    async def _spool_writer(self) -> None:
+        """Writes the spool's tail to disk when it fills (or when the sink is down or closing),
+        on a worker thread: a task of its own, so a sink stuck in a call never holds it up."""
+        while True:
+            await self._spool_due.wait()
+            self._spool_due = anyio.Event()
+            await self._write_tail()
+
+    async def _write_tail(self) -> None:
+        """Write the tail as segments of `segment_events` (a partial one too: it was asked for)."""
+        async with self._spool_lock:
+            spool = self.buffer.spool
+            while spool.tail:
+                tail = spool.detach_tail()
+                try:
+                    path, size = await anyio.to_thread.run_sync(write_segment, spool.directory, tail)
+                except OSError as exc:  # the spool's disk is full too: the tail stays in memory
+                    spool.unwritten(tail)
+                    log.error("sink %r: its spool %s cannot be written: %r", self.name, spool.directory, exc)
+                    return
+                spool.written(path, len(tail), size)
 
     async def _pump(self) -> None:
         config = self.config
         while True:
             if self.reducer is not None:
                 self._release_rows()
-            if self.spool is not None and self.spool.count and len(self.buf) < self.capacity:
-                self.buf.extend(self.spool.take(self.capacity - len(self.buf)))
+            await self._keep_spool()
             buf = self.buf
             if not buf:
                 if self._flush_waiters:
                     await self._flush_sink()
-                elif self.closing:
+                elif self.closing and not self.buffer.spool.count:
                     return
                 else:
                     await self._wait(1, self._patience())
                 continue
-            if len(buf) < config.max_batch and not (self.closing or self._flush_waiters):
+            if len(buf) < config.max_batch and not (self.closing or self._flush_waiters or self.buffer.spooled):
                 await self._wait(config.max_batch, min(config.max_interval, self._patience()))
                 if self.reducer is not None:
                     self._release_rows()
-            take = min(len(buf), config.max_batch)
-            pop = buf.popleft
-            batch = [pop() for _ in range(take)]
+            batch = self.buffer.take(config.max_batch)
             self._unsent = batch
             self._release_space()
             await self._write(batch)
+
+    async def _keep_spool(self) -> None:
+        """The spool's disk work, off the loop: have a tail written (by the writer task) while
+        the sink is down, read the oldest segment back when the buffer has room for it."""
+        spool = self.buffer.spool
+        if spool.tail and self.state is SinkState.DOWN:
+            self._spool_due.set()
+        if len(self.buf) < self.capacity and (oldest := spool.next_file()) is not None:
+            try:
+                events = await anyio.to_thread.run_sync(load_segment, oldest)
+            except OSError as exc:
+                log.error("sink %r: its spool segment %s cannot be read: %r", self.name, oldest, exc)
+            else:
+                spool.loaded(events)
+        if self.buffer.spooled:
+            self.buffer.refill()
+        elif self.state is not SinkState.DOWN:
+            self.buffer.spilling = self.config.when_full == "spill"
+            self._plain = self.reducer is None and not self.buffer.spilling
 
     def _patience(self) -> float:
         """How long the route may sleep: until the reducer's open time windows end, if any."""
@@ -350,10 +420,11 @@ class Route:
         self._wake_at = _NEVER
 
     async def _write(self, batch: list[Event]) -> None:
-        """Write a batch; if it keeps failing, split it to find and reject the events at fault."""
+        """Write a batch: through an outage (it is kept and written again, whole, once the sink
+        answers), and if it keeps failing otherwise, split to find the events at fault."""
         worked_before = self._failures_in_a_row == 0 and self.batches > 0
         try:
-            refused = await self._attempt("write_batch", self._write_batch, batch)
+            refused = await self._until_written("write_batch", self._write_batch, batch)
         except _Failed as failed:
             if failed.hung:
                 raise
@@ -361,11 +432,61 @@ class Route:
             return
         self._settle(len(batch) - refused, refused)
 
+    async def _until_written(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Call the sink (with retries); while it is down, probe it with capped backoff until it
+        answers; raise `_Down` if it is still down when the bus closes."""
+        while True:
+            try:
+                result = await self._attempt(what, call, *args)
+            except _Down:
+                await self._probe_later()
+                continue
+            self._up()
+            return result
+
+    async def _probe_later(self) -> None:
+        """The sink is down: keep what it is sent (spilling it), and wait before the next probe
+        (capped backoff). Once the bus is closing, it gets `retry.max_attempts` more probes, then
+        `_Down` ends the wait."""
+        if self.state is not SinkState.DOWN:
+            self.state = SinkState.DOWN
+            self.down_since = time.time()
+            self.buffer.spilling = True
+            self._plain = False
+            self._release_space()  # publishers waiting on it: it takes everything now
+            self._release_flushes()
+            log.warning("sink %r is down (%s); its events are kept and it is probed again", self.name, self.last_error)
+        retry = self.config.retry
+        if self.closing:
+            self._close_probes += 1
+            if self._close_probes > retry.max_attempts:
+                raise _Down
+            await anyio.sleep(retry.delay(self._close_probes))
+            return
+        self._probes += 1
+        deadline = anyio.current_time() + retry.delay(self._probes)
+        while not self.closing and anyio.current_time() < deadline:
+            await self._keep_spool()  # meanwhile its overflow goes to disk
+            with anyio.move_on_after(min(0.05, max(0.0, deadline - anyio.current_time()))):
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+            self._release_flushes()
+
+    def _up(self) -> None:
+        if self.state is SinkState.DOWN:
+            log.warning(
+                "sink %r is back after %.1f s down; catching up", self.name, time.time() - (self.down_since or 0)
+            )
+            self.state = SinkState.OPEN
+            self.down_since = None
+        self._probes = self._close_probes = 0
+
     async def _bisect(self, batch: list[Event], worked_before: bool) -> None:
         """Write `batch` in halves, recursively, one attempt per part (the whole batch had its
         retries), so a poison event costs itself alone. An event that fails on its own is
         rejected if the sink is seen to work (before this batch, or on another part of it);
-        otherwise, or after too many failures in a row, the sink itself is broken and fails."""
+        otherwise, or after too many failures in a row, the sink itself is broken and fails.
+        A part that finds the sink down waits for it, whole, like any batch."""
         written = refused = 0
         hung = False
         failed_alone: list[tuple[Event, str]] = []
@@ -375,7 +496,7 @@ class Route:
         while pending:
             part = pending.pop()
             try:
-                refused_here = await self._attempt("write_batch", self._write_batch, part, retry=False)
+                refused_here = await self._attempt_once_or_down("write_batch", self._write_batch, part)
             except _Failed as failed:
                 if failed.hung or self._failures_in_a_row > self._fail_limit:
                     hung = failed.hung
@@ -399,6 +520,13 @@ class Route:
             log.error("sink %r: rejected an event that fails on its own: %s", self.name, error)
         self._settle(written, refused + len(failed_alone))
 
+    async def _attempt_once_or_down(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        while True:
+            try:
+                return await self._attempt(what, call, *args, retry=False)
+            except _Down:
+                await self._probe_later()
+
     def _settle(self, written: int, rejected: int) -> None:
         self.delivered += written
         if rejected:
@@ -421,16 +549,18 @@ class Route:
         return result
 
     async def _flush_sink(self) -> None:
-        waiters, self._flush_waiters = self._flush_waiters, []
+        self._flushing, self._flush_waiters = self._flush_waiters, []
         try:
-            await self._attempt("flush", self.sink.flush)
+            await self._until_written("flush", self.sink.flush)
         finally:
-            for waiter in waiters:
+            for waiter in self._flushing:
                 waiter.set()
+            self._flushing = []
 
     async def _attempt(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any, retry: bool = True) -> Any:
-        """Call a sink method on its thread with the retry policy; raise `_Failed` when it keeps
-        failing, or at once when it does not answer within the call timeout."""
+        """Call a sink method on its thread with the retry policy; raise `_Down` at once when
+        the sink is down, `_Failed` when it keeps failing otherwise, or at once when it does not
+        answer within the call timeout."""
         policy = self.config.retry
         attempts = policy.max_attempts if retry else 1
         for attempt in range(1, attempts + 1):
@@ -448,6 +578,8 @@ class Route:
             except Exception as exc:  # a sink's failure is data for the stats, never the caller's
                 self.failed_attempts += 1
                 self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+                if is_down(exc):
+                    raise _Down from exc
                 log.warning("sink %r: %s failed (attempt %d of %d): %r", self.name, what, attempt, attempts, exc)
                 if attempt < attempts:
                     await anyio.sleep(policy.delay(attempt))
@@ -459,23 +591,22 @@ class Route:
         self._failures_in_a_row += 1
         raise _Failed(hung=False)
 
-    def _fail(self) -> None:
-        lost = self._lose(DropReason.SINK_FAILED)
-        log.error("sink %r failed: %s; %d events it did not get are counted", self.name, self.last_error, lost)
+    async def _fail(self) -> None:
         self.state = SinkState.FAILED
         self.accepting = False
         self._plain = False  # what is offered from now on is counted as lost
         self._release_space()
-        for waiter in self._flush_waiters:
-            waiter.set()
-        self._flush_waiters.clear()
+        self._release_flushes()
+        await self._lose(DropReason.SINK_FAILED)
+        self._log_failure("failed")
+
+    def _log_failure(self, what: str) -> None:
+        log.error("sink %r %s: %s", self.name, what, self.last_error)
 
     def _finish(self) -> None:
         self.accepting = False
         if self.state is not SinkState.FAILED:
             self.state = SinkState.CLOSED
         self._release_space()
-        for waiter in self._flush_waiters:
-            waiter.set()
-        self._flush_waiters.clear()
+        self._release_flushes()
         self.done.set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from ._events import Event
@@ -52,6 +53,13 @@ class Sink(ABC):
     #: How many times the sink restarted what it writes through (a worker process, a connection);
     #: shown in `SinkStats.restarts`.
     restarts: int = 0
+
+    @property
+    def output_dir(self) -> Path | None:
+        """The folder this sink writes into (a file's directory, a logdir), or None. Its spool,
+        and what it could not get saved at shutdown, go into `metricbus-spool/` there, beside
+        its own output; a sink with none keeps them in the user's data directory."""
+        return None
 
     @property
     def name(self) -> str:

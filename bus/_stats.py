@@ -26,6 +26,7 @@ class DropReason(str, Enum):
 
     FULL = "full"  # the buffer was full and the policy said drop (drop_oldest / drop_newest)
     SINK_FAILED = "sink_failed"  # the sink failed (open or retries exhausted)
+    SINK_DOWN = "sink_down"  # the sink was still down when the bus closed (saved for replay)
     SHUTDOWN_TIMEOUT = "shutdown_timeout"  # still queued when the shutdown grace period ran out
     REJECTED = "rejected"  # the sink refused the event, or it failed on its own (why: last_error)
     SPOOL_FULL = "spool_full"  # a `spill` sink's spool reached its `spool_limit`

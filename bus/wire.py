@@ -101,11 +101,15 @@ def decode(body: bytes) -> list[Event]:
         raise InvalidEvent("body", f"<{len(body)} bytes>", f"cannot be decoded ({exc})") from exc
     if not scopes:
         scopes = [DEFAULT_SCOPE]
+    origin, context = scopes[0]
     events: list[Event] = []
     append = events.append
     for item in items:
         if type(item) is list:
-            append(_row(item, scopes))
+            if len(item) == 4 and type(item[0]) is str:  # the common row: a Scalar of scope 0
+                append(Scalar(item[0], item[1], item[2], wall_time=item[3], origin=origin, context=context))
+            else:
+                append(_row(item, scopes))
         else:
             append(item)  # type: ignore[arg-type]  # a whole event, decoded and validated
     return events

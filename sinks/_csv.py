@@ -168,6 +168,10 @@ class CsvSink(Sink):
         self._cells = _Cells()
 
     @property
+    def output_dir(self) -> Path | None:
+        return self.path.parent
+
+    @property
     def name(self) -> str:
         return f"csv:{self.path.as_posix()}"
 

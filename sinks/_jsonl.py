@@ -114,6 +114,10 @@ class JsonlSink(Sink):
         self._file = RecordFile(self.path)
 
     @property
+    def output_dir(self) -> Path | None:
+        return self.path.parent
+
+    @property
     def name(self) -> str:
         return f"jsonl:{self.path.as_posix()}"
 

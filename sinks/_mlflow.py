@@ -139,6 +139,10 @@ class MLflowSink(Sink):
         self._run_ids: dict[str, str] = {}  # every run this sink wrote, open or not, by origin label
 
     @property
+    def output_dir(self) -> Path | None:
+        return self.dir
+
+    @property
     def name(self) -> str:
         return f"mlflow:{self.experiment}"
 

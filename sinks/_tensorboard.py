@@ -233,6 +233,10 @@ class TensorBoardSink(Sink):
         self._scalars = _ScalarPrefixes(self._values)
 
     @property
+    def output_dir(self) -> Path | None:
+        return self.logdir
+
+    @property
     def name(self) -> str:
         return f"tensorboard:{self.logdir}"
 

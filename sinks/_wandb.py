@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import queue
 import re
 import threading
@@ -133,6 +134,10 @@ class WandbSink(Sink):
         self.init_kwargs = init_kwargs
         self._calls: _CallThread | None = None
         self._runs: OpenSet[str, Any] = OpenSet(max_open_runs, _finish)  # by label; used only on the call thread
+
+    @property
+    def output_dir(self) -> Path | None:
+        return Path(self.dir or os.environ.get("WANDB_DIR") or ".") / "wandb"
 
     @property
     def name(self) -> str:

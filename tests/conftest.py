@@ -12,7 +12,6 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def _spool_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sinks that fail save what they missed under SPOOL_ROOT: in tests, not in the checkout."""
-    import bus._route
-
-    monkeypatch.setattr(bus._route, "SPOOL_ROOT", tmp_path_factory.mktemp("spool"))
+    """Sinks with no output folder of their own keep their spool in the user's data directory:
+    in tests, a temporary one (child processes inherit it), never the real home."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data")))

@@ -215,7 +215,7 @@ async def test_a_hanging_sink_does_not_hold_up_others_or_shutdown_beyond_its_tim
 async def test_a_sink_that_cannot_open_drops_its_events_and_others_continue() -> None:
     class NoOpen(MemorySink):
         async def open(self) -> None:
-            raise PermissionError("read-only filesystem")
+            raise RuntimeError("no such project")  # not an outage (that is an OSError): a failure
 
     good = MemorySink("good")
     async with MetricBus(raise_on_loss=False) as bus:

@@ -162,7 +162,10 @@ async def test_everything_published_comes_out_in_batches_and_counters_balance(
     assert got == points(events)
 
 
-async def test_a_broken_destination_fails_only_its_own_sink(case: Case, tmp_path: Path) -> None:
+async def test_a_destination_that_is_down_fails_only_its_own_sink(case: Case, tmp_path: Path) -> None:
+    """Every broken destination here is an outage (a path under a file, a refused connection, a
+    service that does not start in time): the sink is down until the bus closes, then failed, and
+    every event it missed is counted as such ("sink_down")."""
     healthy = MemorySink("healthy")
     with pytest.raises(DeliveryError):
         async with MetricBus() as bus:
@@ -171,5 +174,5 @@ async def test_a_broken_destination_fails_only_its_own_sink(case: Case, tmp_path
             await bus.publish_many(expected_events())
     stats = bus.stats()[name]
     assert stats.state is SinkState.FAILED and stats.balanced and stats.delivered == 0
-    assert stats.dropped == {"sink_failed": stats.published} and stats.last_error
+    assert stats.dropped == {"sink_down": stats.published} and stats.last_error
     assert len(healthy.events) == len(expected_events())

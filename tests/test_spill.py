@@ -34,7 +34,8 @@ async def test_a_full_spill_sink_never_makes_the_publisher_wait_and_gets_everyth
         await wait_until(gated.entered.is_set)
         stats = bus.stats()["gated"]
         assert stats.queued + stats.in_flight == 25_000 and stats.balanced
-        assert any((tmp_path / "spool").glob("segment-*.msgpack"))  # on disk, not in memory
+        # on disk, not in memory: written by a worker thread, off the loop
+        await wait_until(lambda: any((tmp_path / "spool").glob("segment-*.msgpack")))
         gated.gate.set()
         await bus.flush()
     assert [e.step for e in gated.events] == list(range(25_000))  # type: ignore[union-attr]
@@ -78,7 +79,7 @@ async def test_past_the_spool_limit_the_overflow_is_counted(tmp_path: Path) -> N
     gated = GatedSink()
     async with MetricBus(raise_on_loss=False, shutdown_timeout=0.5) as bus:
         bus.add_sink(gated, when_full="spill", capacity=10, spool_dir=str(tmp_path / "spool"))
-        bus._routes[0].spool.limit_bytes = 1  # type: ignore[union-attr] # the first segment fills it
+        bus._routes[0].buffer.spool.limit_bytes = 1  # the first events fill it
         for event in scalars(0, 30_000):
             bus.publish_nowait(event)
         stats = bus.stats()["gated"]
