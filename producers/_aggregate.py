@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeAlias
 
 import anyio
 import msgspec
@@ -32,6 +32,8 @@ from ._redis_source import RedisSource, SourceStats
 from ._stats_table import balance_line, print_stats, stats_table
 
 __all__ = ["aggregate", "progress_line", "source_health"]
+
+Producer: TypeAlias = Callable[[MetricBus], Awaitable[None]]
 
 
 def progress_line(stats: SourceStats) -> str:
@@ -81,14 +83,12 @@ def aggregate(
         from sinks import CallbackSink
 
         bus.add_sink(CallbackSink(plan.callback))
-    for producer in others:
-        bus.add_producer(producer)
     pipeline = None
     if pipeline_every is not None:
         pipeline = PipelineMetrics(pipeline_every, extra=partial(source_health, sources))
-        bus.add_producer(pipeline)
+        others.append(pipeline)
     report = _Report(out, sources, bus)
-    anyio.run(_serve, bus, sources, every, report, backend="asyncio")
+    anyio.run(_serve, bus, sources, others, every, report, backend="asyncio")
     sink_stats = bus.stats()
     failures = delivery_failures(sink_stats)
     report.final(sink_stats, failures)
@@ -125,7 +125,11 @@ def source_health(sources: Sequence[RedisSource]) -> dict[str, float]:
     return values
 
 
-async def _serve(bus: MetricBus, sources: list[RedisSource], every: float, report: _Report) -> None:
+async def _serve(
+    bus: MetricBus, sources: list[RedisSource], others: list[Producer], every: float, report: _Report
+) -> None:
+    for producer in others:  # on the loop: a producer's cancel scope belongs to it
+        bus.add_producer(producer)
     async with bus:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as watchers:

@@ -24,18 +24,24 @@ Two sinks whose labels would be the same get their whole name sanitized instead
 stays the sink's for the run (`labels`).
 
 All series of one sample are one Metrics event at step = the sample's number (0, 1, ...) and
-the sample's wall time, of `origin` (default: the default origin), as SystemSampler does.
+the sample's wall time, of `origin` (default: the default origin; `attach(logger)` takes the
+logger's), as SystemSampler does: plot them against wall time (TensorBoard's "Relative" or
+"Wall" axis) to line them up with the curves. A sample is taken every `every` seconds while the
+bus is open; none is taken at close, when the producer is cancelled before the sinks drain.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from bus import DEFAULT_ORIGIN, Event, InvalidConfig, Metrics, Origin, SinkState, SinkStats
+
+if TYPE_CHECKING:
+    from ._logger import MetricLogger
 
 __all__ = ["SERIES", "PipelineMetrics", "StatsBus", "name_part", "sink_label"]
 
@@ -100,6 +106,14 @@ class PipelineMetrics:
         self.extra = extra
         self.labels: dict[str, str] = {}  # sink name -> its label in the series names, once given
         self.samples = 0  # published so far
+
+    @classmethod
+    def attach(cls, logger: MetricLogger, every: float = 5.0) -> PipelineMetrics:
+        """Start one on `logger`'s bus that tags its samples with the logger's origin (a rank's
+        pipeline beside that rank's curves)."""
+        metrics = cls(every, origin=logger.origin)
+        logger.add_producer(metrics)
+        return metrics
 
     async def __call__(self, bus: StatsBus) -> None:
         while True:
