@@ -51,7 +51,9 @@ class StatsTable:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        if _narrowest(console, options, self.by_sink(fold=_FOLD)) <= width:
+        if not self.rows:
+            yield Text(f"{self.title}: no sinks" if self.title else "no sinks")
+        elif _narrowest(console, options, self.by_sink(fold=_FOLD)) <= width:
             yield self.by_sink()
         elif _narrowest(console, options, self.by_term(fold=_NUMBER)) <= width:
             yield self.by_term()
