@@ -1,8 +1,18 @@
-"""Did every sink get every event? One rule, used by the bus, the logger, replay and aggregate.
+"""Did every sink get every event? One rule, used by the bus, the logger, replay, aggregate and
+the demo (`delivery_failures`); nowhere else decides it.
 
-A sink lost events when it failed, or when it dropped some for any reason other than the
-when-full policy it was given (`drop_oldest`/`drop_newest` drop by choice, as "full"). Events
-folded by rate control are not lost: they are in another event's row.
+A sink lost events when
+
+- it failed (it gave up: what it had not written is counted as dropped);
+- it dropped some for any reason other than the when-full policy it was given
+  (`drop_oldest`/`drop_newest` drop by choice, counted as "full");
+- it is closed and still holds events (queued or in flight) it will never write;
+- its counters do not balance (published != delivered + dropped + reduced + queued + in flight):
+  some events are not accounted for at all.
+
+Events folded by rate control (`reduced`) are not lost: they are in another event's row. A sink
+that is open or down and holds events is behind, not lost: it may still write them, so the rule
+can be asked at any time and answers "nothing lost so far".
 """
 
 from __future__ import annotations
@@ -14,16 +24,38 @@ from ._stats import DropReason, SinkState, SinkStats
 
 __all__ = ["check_delivery", "delivery_failures", "describe_failure"]
 
+_CHOSEN = DropReason.FULL.value
+_ENDED = (SinkState.CLOSED, SinkState.FAILED)
+
 
 def delivery_failures(stats: Mapping[str, SinkStats]) -> list[SinkStats]:
-    """The sinks that did not get every event (see the module docstring)."""
-    chosen = DropReason.FULL.value
-    return [s for s in stats.values() if s.state is SinkState.FAILED or any(r != chosen for r in s.dropped)]
+    """The sinks that did not get every event (see the module docstring), in `stats` order."""
+    return [s for s in stats.values() if _reasons(s)]
+
+
+def _reasons(s: SinkStats) -> list[str]:
+    """Why `s` did not get every event; [] when it did (or still may)."""
+    reasons: list[str] = []
+    if s.state is SinkState.FAILED:
+        reasons.append("failed")
+    lost = {reason: n for reason, n in s.dropped.items() if reason != _CHOSEN and n}
+    if lost:
+        reasons.append("dropped " + ", ".join(f"{n:,} {reason}" for reason, n in lost.items()))
+    held = s.queued + s.in_flight
+    if s.state in _ENDED and held:
+        reasons.append(f"{s.state.value} with {held:,} events never written")
+    if not s.balanced:
+        accounted = s.delivered + s.dropped_total + s.reduced + s.queued + s.in_flight
+        reasons.append(f"{s.published - accounted:+,} events unaccounted for (counters do not balance)")
+    return reasons
 
 
 def describe_failure(stats: SinkStats) -> str:
     """One line: what a sink missed, why, and where the missed events were saved."""
-    line = f"{stats.name}: {stats.state.value}, dropped {stats.dropped}, last error: {stats.last_error}"
+    reasons = _reasons(stats) or ["got every event"]
+    line = f"{stats.name}: {'; '.join(reasons)} of {stats.published:,} published"
+    if stats.last_error:
+        line += f"; last error: {stats.last_error}"
     if stats.saved_to is not None:
         line += f"; what it missed is saved in {stats.saved_to} (metricbus replay {stats.saved_to} --to ...)"
     return line

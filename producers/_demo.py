@@ -9,13 +9,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
+from rich.text import Text
 
-from bus import Sink, SinkStats
+from bus import Sink, SinkStats, delivery_failures, describe_failure
 from sinks import CsvSink, JsonlSink
 
 from ._logger import MetricLogger
 from ._plan import load_plan
+from ._stats_table import print_stats
 
 __all__ = ["run_demo"]
 
@@ -46,7 +47,7 @@ def run_demo(
 ) -> dict[str, SinkStats]:
     """Simulate `steps` training steps of ~`step_seconds`, logging loss/accuracy/lr every step
     and a weight histogram every 200 steps, through the default sinks or a plan file's; print
-    per-sink stats and where the files are."""
+    the per-sink stats table (what each sink got of what was published) and where the files are."""
     console = Console()
     rng = random.Random(0)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,10 +67,9 @@ def run_demo(
             progress.advance(task)
         log.text("notes", f"demo run of {steps} steps", step=steps)
     stats = dict(log.stats())
-    table = Table("sink", "state", "published", "delivered", "dropped", "batches", title="per-sink stats")
-    for s in stats.values():
-        table.add_row(s.name, s.state.value, str(s.published), str(s.delivered), str(s.dropped or 0), str(s.batches))
-    console.print(table)
+    print_stats(stats, console=console)
+    for failure in delivery_failures(stats):
+        console.print(Text(describe_failure(failure), style="red"))
     if plan is not None:
         console.print(f"files: where {plan} put them")
         return stats

@@ -55,8 +55,6 @@ import anyio.to_thread
 import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text as RichText
 
 from bus import (
     DEFAULT_ORIGIN,
@@ -71,13 +69,14 @@ from bus import (
     RateLimit,
     Scalar,
     Sink,
-    SinkState,
     SinkStats,
     Text,
+    delivery_failures,
 )
 from sinks import CallbackSink, CsvSink, JsonlSink
 
 from ._plan import load_plan
+from ._stats_table import print_stats
 
 __all__ = [
     "BadRecord",
@@ -166,12 +165,9 @@ class ReplayStats:
 
     @property
     def ok(self) -> bool:
-        """True when every sink got every event it accepts (or its rate limit folded it into a row):
-        none failed, none dropped any."""
-        return all(
-            s.state is not SinkState.FAILED and not s.dropped and s.delivered + s.reduced == s.published
-            for s in self.sinks.values()
-        )
+        """True when every sink got every event it accepts (or its rate limit folded it into a
+        row), by the rule of `bus.delivery_failures`."""
+        return not delivery_failures(self.sinks)
 
 
 # ---- the replay ----
@@ -597,8 +593,8 @@ def summary_line(stats: ReplayStats) -> str:
 
 
 def print_report(stats: ReplayStats, console: Console) -> None:
-    """Per source, the bad lines/records (the first MAX_REPORTED) and what was skipped; then a
-    table of every sink's stats."""
+    """Per source, the bad lines/records (the first MAX_REPORTED) and what was skipped; then the
+    per-sink stats table (producers/_stats_table.py)."""
     for source in stats.sources:
         unit = "lines" if source.kind == "jsonl" else "records"
         if source.bad:
@@ -610,15 +606,4 @@ def print_report(stats: ReplayStats, console: Console) -> None:
         if source.skipped:
             kinds = ", ".join(f"{what} x{n:,}" for what, n in sorted(source.skipped.items()))
             console.print(f"{source.path}: not replayed (no metricbus event for them): {kinds}", markup=False)
-    errors = any(s.last_error for s in stats.sinks.values())
-    table = Table(title="replay: sinks")
-    table.add_column("sink", overflow="fold")
-    for column in ("state", "published", "delivered", "dropped", "batches"):
-        table.add_column(column, no_wrap=True)
-    if errors:
-        table.add_column("last error", overflow="fold")
-    for s in stats.sinks.values():
-        dropped = ", ".join(f"{reason} {n:,}" for reason, n in s.dropped.items()) or "0"
-        row = [RichText(s.name), s.state.value, f"{s.published:,}", f"{s.delivered:,}", dropped, f"{s.batches:,}"]
-        table.add_row(*row, *([RichText(s.last_error or "")] if errors else []))  # RichText: no markup
-    console.print(table)
+    print_stats(stats.sinks, console=console, title="replay: sinks")

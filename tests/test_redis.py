@@ -15,16 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 import redis
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bus import InvalidConfig, MetricBus, Origin, Scalar
+from bus import Event, InvalidConfig, MetricBus, Metrics, Origin, Scalar
 from bus._wire import encode_batch
 from producers import RedisSource, origin_from_env
 from producers._plan import load_plan
 from sinks import MemorySink, RedisSink, read_jsonl
 from tests.helpers import wait_until, wait_until_sync
 from tests.redis_server import RedisServer
+from tests.stats_table_reader import read_wide
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).with_name("redis_child.py")
@@ -57,22 +60,32 @@ def producer_stats(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
     return stats
 
 
-def write_plan(tmp: Path) -> Path:
+def write_plan(tmp: Path, *, tensorboard: bool = False) -> Path:
     plan = tmp / "plan.toml"
-    plan.write_text(
+    text = (
         f'[[sinks]]\ntemplate = "sinks.CsvSink"\nsettings = {{ path = "{(tmp / "out.csv").as_posix()}" }}\n'
         f'[[sinks]]\ntemplate = "sinks.JsonlSink"\nsettings = {{ path = "{(tmp / "out.jsonl").as_posix()}" }}\n'
     )
+    if tensorboard:
+        text += (
+            f'[[sinks]]\ntemplate = "sinks.TensorBoardSink"\nsettings = {{ logdir = "{(tmp / "tb").as_posix()}" }}\n'
+        )
+    plan.write_text(text)
     return plan
 
 
-def start_aggregator(srv: RedisServer, tmp: Path, tag: str) -> subprocess.Popen[bytes]:
+def start_aggregator(
+    srv: RedisServer, tmp: Path, tag: str, *options: str, tensorboard: bool = False
+) -> subprocess.Popen[bytes]:
+    """`metricbus aggregate` into CSV and JSONL (and TensorBoard), its pipeline metrics on by
+    default (every 5 s: `options` may change that), its stderr in aggregator-TAG.err."""
     args = [
         *(sys.executable, "-m", "producers._cli", "aggregate", "--redis", srv.url, "--stream", "s"),
-        *("--plan", str(write_plan(tmp)), "--stats", str(tmp / f"stats-{tag}.json"), "--consumer", "agg"),
+        *("--plan", str(write_plan(tmp, tensorboard=tensorboard)), "--stats", str(tmp / f"stats-{tag}.json")),
+        *("--consumer", "agg", *options),
     ]
     err = open(tmp / f"aggregator-{tag}.err", "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(args, cwd=ROOT, stderr=err)
+    return subprocess.Popen(args, cwd=ROOT, stderr=err, env={**os.environ, "COLUMNS": "200"})
 
 
 def stop_aggregator(proc: subprocess.Popen[bytes], tmp: Path, tag: str) -> dict[str, Any]:
@@ -104,12 +117,25 @@ def applied_entries(srv: RedisServer) -> int:
         r.close()
 
 
+def is_pipeline(name: str) -> bool:
+    """A series of the aggregator's own health (PipelineMetrics), not of the producers."""
+    return name.startswith("metricbus/")
+
+
+def is_own(event: Event) -> bool:
+    return isinstance(event, Metrics) and any(map(is_pipeline, event.values))
+
+
 def on_disk(tmp: Path) -> tuple[Counter[tuple[str, int]], Counter[tuple[str, int]]]:
-    """(origin label, step) -> times seen, in the CSV and in the JSONL."""
+    """(origin label, step) -> times seen, in the CSV and in the JSONL (the producers' events:
+    the pipeline's own series left out)."""
     with open(tmp / "out.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [row for row in csv.DictReader(f) if not is_pipeline(row["name"])]
     in_csv = Counter((row["origin"], int(row["step"])) for row in rows)
-    in_jsonl = Counter((e.origin.label, e.step) for e in read_jsonl(tmp / "out.jsonl"))
+    events = [
+        e for e in read_jsonl(tmp / "out.jsonl") if not (isinstance(e, Metrics) and any(map(is_pipeline, e.values)))
+    ]
+    in_jsonl = Counter((e.origin.label, e.step) for e in events)
     return in_csv, in_jsonl
 
 
@@ -257,7 +283,9 @@ def test_n_producers_into_one_aggregator_exactly_once(server: RedisServer, tmp_p
     dropped = sum(sum(s["dropped"].values()) for s in sent)
     (source,) = stats["sources"]
     assert published == source["events"] + dropped == 4 * n and dropped == 0
-    assert all(s["delivered"] == 4 * n and s["dropped"] == {} for s in stats["sinks"].values())
+    own = stats["pipeline"]["samples"]  # one Metrics event per sample of its own health, into every sink
+    assert all(s["delivered"] == 4 * n + own and s["dropped"] == {} for s in stats["sinks"].values())
+    assert stats["ok"] is True and stats["failures"] == []
 
 
 def test_aggregator_killed_and_restarted_loses_nothing(server: RedisServer, tmp_path: Path) -> None:
@@ -384,8 +412,63 @@ def test_the_readmes_two_terminal_example_runs_as_written(server: RedisServer, t
         _, err = aggregator.communicate(timeout=30)
     assert aggregator.returncode == 0, err.decode()[-2_000:]
     with open(tmp_path / "runs/agg/metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [row for row in csv.DictReader(f) if not is_pipeline(row["name"])]
     assert [int(r["step"]) for r in rows] == list(range(30_000))  # every step once, in order
     assert rows[9]["name"] == "train/loss" and float(rows[9]["value"]) == 1.0 / 10
-    assert len(read_jsonl(tmp_path / "runs/agg/metrics.jsonl")) == 30_000
+    events = read_jsonl(tmp_path / "runs/agg/metrics.jsonl")
+    assert sum(1 for e in events if not is_own(e)) == 30_000
     assert b"30,000" in err  # the progress line (stderr) shows the producer's count
+
+
+def test_aggregate_shows_the_balance_live_and_at_the_end_and_its_own_health_in_the_sinks(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    n, ranks = 5_000, range(2)
+    options = ("--every", "0.2", "--pipeline-every", "0.2")
+    aggregator = start_aggregator(server, tmp_path, "a", *options, tensorboard=True)
+    producers = [start_producer(server, tmp_path, rank, n, every=500, pause=0.1) for rank in ranks]
+    for p in producers:
+        producer_stats(p)
+    wait_until_sync(lambda: caught_up(server), timeout=30)
+    wait_until_sync(lambda: "metricbus/producer/" in (tmp_path / "out.jsonl").read_text(), timeout=10)
+    stats = stop_aggregator(aggregator, tmp_path, "a")
+    err = (tmp_path / "aggregator-a.err").read_text()
+    assert stats["ok"] is True and stats["failures"] == []
+
+    # live: each sink's balance on a line of its own (stderr is not a terminal here)
+    live = [line for line in err.splitlines() if line.startswith(f"  csv:{tmp_path}/out.csv [")]
+    assert live and all(" published = " in line and " delivered" in line for line in live)
+    # at the end: the table, whole names, every row balanced and equal to the --stats JSON
+    rows = {row.name: row for row in read_wide(err.split("aggregate: sinks", 1)[1])}
+    assert set(rows) == set(stats["sinks"])
+    for name, row in rows.items():
+        assert row.balanced and row.state == "closed"
+        assert row.counts["delivered"] == stats["sinks"][name]["delivered"] == 2 * n + stats["pipeline"]["samples"]
+
+    # its own health, read back: per sink from the stats, per producer (site) from the source
+    samples = stats["pipeline"]["samples"]
+    labels = stats["pipeline"]["labels"]
+    assert samples >= 1 and set(labels.values()) == {"csv_out.csv", "jsonl_out.jsonl", "tensorboard_tb"}
+    own = [e for e in read_jsonl(tmp_path / "out.jsonl") if is_own(e)]
+    assert [e.step for e in own] == list(range(samples))
+    last = own[-1].values
+    for label in labels.values():
+        assert last[f"metricbus/{label}/down"] == 0.0 and last[f"metricbus/{label}/dropped"] == 0.0
+    ids = {key.split("/")[2] for key in last if key.startswith("metricbus/producer/")}
+    assert len(ids) == 2 and all(last[f"metricbus/producer/{pid}/events"] == n for pid in ids)
+    assert last["metricbus/source_s/unread"] == 0.0
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in [f"metricbus/producer/{pid}/idle_s" for pid in ids] + ["metricbus/tensorboard_tb/queue"]:
+        in_jsonl = {e.step: np.float32(e.values[tag]) for e in own if isinstance(e, Metrics) and tag in e.values}
+        assert {p.step: p.value for p in acc.Scalars(tag)} == in_jsonl and in_jsonl, tag
+
+
+def test_aggregate_without_pipeline_metrics_writes_only_what_it_reads(server: RedisServer, tmp_path: Path) -> None:
+    aggregator = start_aggregator(server, tmp_path, "a", "--pipeline-every", "0.05", "--no-pipeline-metrics")
+    producer_stats(start_producer(server, tmp_path, 0, 2_000, every=500, pause=0.1))
+    wait_until_sync(lambda: caught_up(server), timeout=30)
+    stats = stop_aggregator(aggregator, tmp_path, "a")
+    assert stats["pipeline"] is None
+    assert all(s["delivered"] == 2_000 for s in stats["sinks"].values())
+    assert not any(isinstance(e, Metrics) for e in read_jsonl(tmp_path / "out.jsonl"))
