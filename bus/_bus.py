@@ -69,7 +69,8 @@ class MetricBus:
         self._pump: Pump | None = None
         self._task_group: TaskGroup | None = None
         self._publishes_since_yield = 0
-        self._producers: list[tuple[Callable[[MetricBus], Awaitable[None]], anyio.CancelScope]] = []
+        self._producers: list[Callable[[MetricBus], Awaitable[None]]] = []
+        self._producer_scopes: list[anyio.CancelScope] = []  # made when each starts: on the loop
         for sink in sinks:
             self.add_sink(sink)
 
@@ -85,8 +86,8 @@ class MetricBus:
             self._task_group.start_soon(route.run, name=f"metricbus sink {route.name}")
         for feed in self._feeds.values():
             self._task_group.start_soon(feed.run, name=f"metricbus host {feed.link.label}")
-        for fn, scope in self._producers:
-            self._task_group.start_soon(self._run_producer, fn, scope)
+        for fn in self._producers:
+            self._task_group.start_soon(self._run_producer, fn)
         return self
 
     async def __aexit__(
@@ -105,7 +106,7 @@ class MetricBus:
         assert self._task_group is not None
         timeout = self.shutdown_timeout if timeout is None else timeout
         self._state = BusState.CLOSING
-        for _, scope in self._producers:
+        for scope in self._producer_scopes:
             scope.cancel()
         deadline = anyio.current_time() + timeout
         for route in self._routes:
@@ -228,13 +229,15 @@ class MetricBus:
         starts closing, before the sinks drain. An exception in it is logged, never raised."""
         if self._state in (BusState.CLOSING, BusState.CLOSED):
             raise BusClosed("cannot add a producer to a closing or closed bus")
-        entry = (fn, anyio.CancelScope())
-        self._producers.append(entry)
+        self._producers.append(fn)
         if self._task_group is not None and self._state is BusState.OPEN:
-            self._task_group.start_soon(self._run_producer, *entry)
+            self._task_group.start_soon(self._run_producer, fn)
 
-    async def _run_producer(self, fn: Callable[[MetricBus], Awaitable[None]], scope: anyio.CancelScope) -> None:
-        with scope:
+    async def _run_producer(self, fn: Callable[[MetricBus], Awaitable[None]]) -> None:
+        if self._state is not BusState.OPEN:
+            return  # the bus started closing before this producer got to run
+        with anyio.CancelScope() as scope:
+            self._producer_scopes.append(scope)
             try:
                 await fn(self)
             except BusClosed:

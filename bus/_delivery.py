@@ -57,7 +57,11 @@ def describe_failure(stats: SinkStats) -> str:
     if stats.last_error:
         line += f"; last error: {stats.last_error}"
     if stats.saved_to is not None:
-        line += f"; what it missed is saved in {stats.saved_to} (metricbus replay {stats.saved_to} --to ...)"
+        missed = stats.dropped_total - stats.dropped.get(_CHOSEN, 0)
+        line += (
+            f"; {stats.saved:,} of the {missed:,} events it missed are saved in {stats.saved_to}"
+            f" (replay them: metricbus replay {stats.saved_to} --to ...)"
+        )
     return line
 
 

@@ -104,6 +104,7 @@ class Route:
         self.state = SinkState.PENDING
         self.down_since: float | None = None
         self.saved_to: Path | None = None  # where what the sink missed was saved
+        self.saved = 0  # how many events were saved there
         self.published = 0
         if config.when_full == "spill":  # a persistent queue: what a previous run left comes first
             self.published += self.buffer.spool.adopt(scan(self.spool_dir))
@@ -229,6 +230,7 @@ class Route:
             restarts=self.sink.restarts,
             reduced=reducer.reduced if reducer is not None else 0,
             saved_to=None if self.saved_to is None else str(self.saved_to),
+            saved=self.saved,
             down_since=self.down_since,
             spooled_bytes=self.buffer.spool.bytes,
             lag=0.0 if oldest is None else max(0.0, time.time() - oldest),
@@ -270,28 +272,33 @@ class Route:
         older[:0] = self._unsent
         newer += rows
         self._unsent = []
-        on_disk = self.buffer.spool.count
+        on_disk = self.buffer.spool.give_up()
         lost = len(older) + on_disk + len(newer)
         if not lost:
             return 0
         self._drop(reason, lost)
+        saved = on_disk
         try:
             if older:
                 await anyio.to_thread.run_sync(lambda: write_segment(self.spool_dir, older, first=True))
+                saved += len(older)
             if newer:
                 await anyio.to_thread.run_sync(lambda: write_segment(self.spool_dir, newer))
+                saved += len(newer)
         except OSError as exc:
-            log.error("sink %r: could not save the %d events it missed to %s: %r", self.name, lost, self.spool_dir, exc)
-            if not on_disk:
-                return lost
-        self.saved_to = self.spool_dir
-        log.error(
-            "sink %r: %d events it did not get are saved in %s; replay them with: metricbus replay %s --to ...",
-            self.name,
-            lost,
-            self.spool_dir,
-            self.spool_dir,
-        )
+            log.error("sink %r: could not save the events it missed to %s: %r", self.name, self.spool_dir, exc)
+        if saved:
+            self.saved_to = self.spool_dir
+            self.saved += saved
+            log.error(
+                "sink %r: %d of the %d events it did not get are saved in %s; replay them with: "
+                "metricbus replay %s --to ...",
+                self.name,
+                saved,
+                lost,
+                self.spool_dir,
+                self.spool_dir,
+            )
         return lost
 
     def _release_rows(self) -> None:

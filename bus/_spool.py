@@ -148,6 +148,14 @@ class Spool:
         """A detached tail could not be written: it stays in memory, in front of the new tail."""
         self.tail[:0] = events
 
+    def give_up(self) -> int:
+        """The sink will never take what is here: forget the files (they stay on disk, saved for
+        replay) and the count; returns how many events they hold. Memory must be empty."""
+        n = self.count
+        self.files.clear()
+        self.count = self.bytes = 0
+        return n
+
     def take(self, n: int) -> list[Event]:
         """Up to `n` of the oldest events that are in memory (the head, or, once no file is left,
         the tail)."""

@@ -50,6 +50,7 @@ class SinkStats(msgspec.Struct, frozen=True):
     restarts: int = 0  # the sink restarted its backend (a worker process, a connection)
     reduced: int = 0  # folded by the sink's rate limit into another event's row (not lost)
     saved_to: str | None = None  # the spool directory holding what a failed sink missed
+    saved: int = 0  # how many of the events it missed are saved there (for `metricbus replay`)
     where: str = "local"  # where the sink runs: "local" (the publishing process) or "host <name>"
     down_since: float | None = None  # wall time since which the sink is down (None: it is up)
     spooled_bytes: int = 0  # bytes of its events waiting in its spool on disk

@@ -363,6 +363,6 @@ async def _drained(bus: MetricBus, poll: float = 0.01) -> bool:
     """Wait (within the bus's shutdown timeout) until every sink is closed; True if none failed,
     so what was published before the close is written and may be acknowledged."""
     with anyio.move_on_after(bus.shutdown_timeout):
-        while any(s.state in (SinkState.PENDING, SinkState.OPEN) for s in bus.stats().values()):  # noqa: ASYNC110 - the bus has no event for "every sink closed"
+        while any(s.state in (SinkState.PENDING, SinkState.OPEN, SinkState.DOWN) for s in bus.stats().values()):  # noqa: ASYNC110 - the bus has no event for "every sink closed"
             await anyio.sleep(poll)
     return all(s.state is SinkState.CLOSED for s in bus.stats().values())

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from bus import Event, Sink
+from sinks import JsonlSink
 
 
 class FailingSink(Sink):
@@ -39,3 +43,34 @@ def append_call(path: Path, *call: object) -> None:
 def refuse_call(*call: object) -> None:
     """A callback whose destination is down."""
     raise ConnectionError("metrics server unreachable")
+
+
+class OutageJsonlSink(JsonlSink):
+    """A JSONL file whose disk is full (ENOSPC) until the wall clock passes `until`."""
+
+    def __init__(self, path: Path, until: float) -> None:
+        super().__init__(path)
+        self.until = until
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        if time.time() < self.until:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await super().write_batch(events)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "until": self.until}
+
+
+class UnreachableSink(Sink):
+    """A remote service that never answers: every write is refused. Its output folder (where a
+    real one would keep its files) is `home`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    @property
+    def output_dir(self) -> Path:
+        return self.home
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")

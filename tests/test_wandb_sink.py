@@ -170,7 +170,7 @@ async def test_a_hanging_wandb_init_cannot_hang_the_bus(tmp_path: Path, monkeypa
     monkeypatch.setattr(wandb, "init", lambda **kwargs: release.wait())  # the one fake: a hang
     start = time.monotonic()
     try:
-        with pytest.raises(DeliveryError, match=r"stuck in wandb.init of \['main'\]"):
+        with pytest.raises(DeliveryError, match=r"wandb.init of \['main'\]"):
             async with MetricBus(shutdown_timeout=5) as bus:
                 bus.add_sink(
                     WandbSink(project="t", dir=tmp_path, init_timeout=0.2, finish_timeout=0.2),
@@ -180,7 +180,9 @@ async def test_a_hanging_wandb_init_cannot_hang_the_bus(tmp_path: Path, monkeypa
                 await bus.publish(Scalar("loss", 1.0, step=0))
         assert time.monotonic() - start < 3
         stats = bus.stats()["wandb:t"]
-        assert stats.state is SinkState.FAILED and stats.dropped == {"sink_failed": 1}
+        # a W&B that does not answer in time is down (a timeout), then failed at shutdown: its
+        # event is counted, and saved for replay
+        assert stats.state is SinkState.FAILED and stats.dropped == {"sink_down": 1} and stats.saved == 1
     finally:
         release.set()
         wait_until_sync(wandb_threads_done)  # the late calls end before wandb.init is restored
