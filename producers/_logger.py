@@ -660,7 +660,9 @@ def _close_at_exit() -> None:
         try:
             logger.close()
         except DeliveryError as exc:
-            print(f"metricbus: at exit, {exc}", file=sys.stderr, flush=True)
+            from ._stats_table import format_stats  # rich: imported only when there is a table to show
+
+            print(f"metricbus: at exit, {exc}\n{format_stats(exc.stats)}", file=sys.stderr, flush=True)
         except Exception as exc:
             print(f"metricbus: at exit, closing a MetricLogger failed: {exc!r}", file=sys.stderr, flush=True)
 

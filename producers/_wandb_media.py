@@ -1,11 +1,13 @@
-"""W&B's data types for `producers.wandb`: Histogram and Image become events; the others are refused.
+"""W&B's data types for `producers.wandb`: Histogram, Image and Audio become events; the others are refused.
 
 `Histogram` keeps raw values (the sinks bin them, off the training thread, as wandb would: 64 bins)
 or, when wandb would bin them differently (another `num_bins`, a precomputed `np_histogram`, a
 float32 array), the bins wandb computes. `Image` converts its data as wandb 0.31 does (arrays cast
 to uint8, trivial dimensions squeezed, torch tensors CHW) into raw pixels; the sinks encode PNG.
-Audio, Video, Table and W&B's other media have no event kind here yet: constructing one raises
-`InvalidEvent` naming what to log instead, so nothing is dropped without a word.
+`Audio` takes an array of samples in [-1, 1] and keeps 16-bit PCM frames (as SummaryWriter's
+add_audio does); the sinks write the WAV. Video, Table and W&B's other media have no event kind
+here: constructing one raises `InvalidEvent` naming what to log instead, so nothing is dropped
+without a word.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bus import InvalidEvent, Origin
 
 __all__ = [
     "REFUSED",
+    "Audio",
     "Histogram",
     "Image",
     "json_friendly",
@@ -244,6 +247,36 @@ def _array_pixels(data: Any) -> Any:
     return np.ascontiguousarray(array.astype(np.uint8))
 
 
+class Audio:
+    """wandb.Audio(data_or_path, sample_rate=None, caption=None): an array of samples in [-1, 1],
+    shape (frames,) or (frames, 1 or 2), and its sample rate (which wandb requires with an
+    array). Kept as 16-bit PCM frames, exactly as `SummaryWriter.add_audio` keeps them; the sinks
+    write the WAV (W&B as a `wandb.Audio`). A path is refused: read the file and pass the array."""
+
+    def __init__(self, data_or_path: Any, sample_rate: int | None = None, caption: str | None = None) -> None:
+        from ._summary_media import audio_samples
+
+        if isinstance(data_or_path, (str, Path)):
+            raise InvalidEvent("data_or_path", data_or_path, "a path is not read by metricbus: pass the samples")
+        if sample_rate is None:
+            raise InvalidEvent("sample_rate", sample_rate, "is required with an array of samples (as in wandb)")
+        if caption is not None:
+            Image._warn_once("audio caption", "wandb.Audio captions are not kept by metricbus (the sound is)")
+        self.samples, self.channels = audio_samples(data_or_path)
+        self.sample_rate = sample_rate
+        self.event("audio", 0)  # refuse a bad rate here, at the call that made it
+
+    def event(self, name: str, step: int, *, origin: Origin = bus.DEFAULT_ORIGIN) -> bus.Audio:
+        """The Audio event of this value at `step`."""
+        return bus.Audio(
+            name, step, samples=self.samples, channels=self.channels, sample_rate=self.sample_rate, origin=origin
+        )
+
+    def __repr__(self) -> str:
+        frames = len(self.samples) // (2 * self.channels)
+        return f"Audio({frames} frames, {self.channels} channel(s), {self.sample_rate} Hz)"
+
+
 # ---- W&B's other data types: refused, naming what to log instead ----
 
 
@@ -257,7 +290,6 @@ def _refused(name: str, alternative: str) -> type:
 REFUSED: dict[str, type] = {
     name: _refused(name, alternative)
     for name, alternative in {
-        "Audio": "there is no audio event yet; log it with wandb itself, or features of it as metrics",
         "Video": "log chosen frames as producers.wandb.Image, one name per frame",
         "Table": "log each column as a metric (numbers) or a string (text) per row's step",
         "Html": "log the markup as a string",

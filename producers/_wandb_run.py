@@ -44,7 +44,7 @@ from bus import (
 
 from ._logger import MetricLogger
 from ._wandb_config import Config, Summary
-from ._wandb_media import Histogram, Image, is_wandb_media
+from ._wandb_media import Audio, Histogram, Image, is_wandb_media
 
 __all__ = ["Run", "RunOptions", "current_run", "open_logger", "start_run"]
 
@@ -416,7 +416,7 @@ def _values(
             continue
         if kind is str:
             others[name] = Text(name, value, step)
-        elif isinstance(value, (Histogram, Image)):
+        elif isinstance(value, (Audio, Histogram, Image)):
             others[name] = value.event(name, step)
         elif isinstance(value, Mapping):
             nested = _values(value, step, f"{name}.")

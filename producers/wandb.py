@@ -17,7 +17,7 @@ WANDB_MODE says online; with mode="disabled" only the other sinks are written. E
 (no rate limit) and every exit path drains every sink. Anchor: Trackio (`import trackio as
 wandb`), which writes W&B-shaped runs into a store of its own.
 
-`Histogram` and `Image` are mapped to events; `Audio`, `Video`, `Table` and W&B's other media
+`Histogram`, `Image` and `Audio` are mapped to events; `Video`, `Table` and W&B's other media
 raise `InvalidEvent` naming what to log instead. See README "W&B scripts, unchanged".
 """
 
@@ -32,7 +32,7 @@ from bus import BusStateError, InvalidConfig, Sink
 
 from ._logger import MetricLogger
 from ._wandb_config import Config, Summary, config_dict
-from ._wandb_media import REFUSED, Histogram, Image
+from ._wandb_media import REFUSED, Audio, Histogram, Image
 from ._wandb_run import (
     UNSUPPORTED,
     Run,
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     run: Run | None
     config: Config
     summary: Summary
-    Audio: type
     Video: type
     Table: type
     Html: type
