@@ -50,7 +50,9 @@ def start_producer(
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, str(CHILD), srv.url, "s", str(rank), str(n), "--every", str(every), "--pause", str(pause)]
     err = open(tmp / f"producer{rank}.err", "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
+    _children.append(proc)
+    return proc
 
 
 def producer_stats(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -85,7 +87,22 @@ def start_aggregator(
         *("--consumer", "agg", *options),
     ]
     err = open(tmp / f"aggregator-{tag}.err", "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(args, cwd=ROOT, stderr=err, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.Popen(args, cwd=ROOT, stderr=err, env={**os.environ, "COLUMNS": "200"})
+    _children.append(proc)
+    return proc
+
+
+_children: list[subprocess.Popen[Any]] = []  # every child a test starts: none outlives it
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left_behind() -> Iterator[None]:
+    yield
+    while _children:
+        proc = _children.pop()
+        if proc.poll() is None:  # the test failed before it stopped it
+            proc.kill()
+            proc.wait(10)
 
 
 def stop_aggregator(proc: subprocess.Popen[bytes], tmp: Path, tag: str) -> dict[str, Any]:
