@@ -78,6 +78,7 @@ class Reducer:
         self.reduced = 0  # events folded into another event's row
         self._open: dict[Origin, _Window] = {}
         self._width = 1.0 / limit.per_second if limit.per_second is not None else 0.0
+        self._every, self._per_second, self._reduce = limit.every, limit.per_second or 0.0, limit.reduce
 
     @property
     def held(self) -> int:
@@ -87,13 +88,23 @@ class Reducer:
     def add(self, event: Event) -> list[Event]:
         """Take one event; returns what is ready for the sink: rows of windows it closed, or the
         event itself if it is not a kind that is reduced."""
-        match event:
-            case Scalar(name=name, value=value):
-                return self._fold(event, ((name, value),))
-            case Metrics(values=values) if values:
-                return self._fold(event, values.items())
-            case _:
-                return [event]
+        return self.add_many((event,))
+
+    def add_many(self, events: Iterable[Event]) -> list[Event]:
+        """Take events in order; returns what is ready for the sink, in order. One clock read
+        for the whole batch (the time its windows last heard from their origins)."""
+        out: list[Event] = []
+        now = time.monotonic()
+        fold = self._fold
+        for event in events:
+            kind = type(event)
+            if kind is Scalar:
+                fold(event, ((event.name, event.value),), now, out)  # type: ignore[union-attr,arg-type]
+            elif kind is Metrics and event.values:  # type: ignore[union-attr]
+                fold(event, event.values.items(), now, out)  # type: ignore[union-attr,arg-type]
+            else:
+                out.append(event)
+        return out
 
     def expired(self) -> list[Event]:
         """Rows of time windows that heard nothing for a whole window's length. Windows are keyed
@@ -111,22 +122,24 @@ class Reducer:
         """Every open row, for a flush or the close."""
         return [row for origin in list(self._open) for row in self._close(origin)]
 
-    def _fold(self, event: Scalar | Metrics, values: Iterable[tuple[str, float]]) -> list[Event]:
-        every, per_second = self.limit.every, self.limit.per_second
-        key = float(event.step // every) if every else float(math.floor(event.wall_time * per_second))  # type: ignore[operator]
-        origin, step = event.origin, event.step
+    def _fold(
+        self, event: Scalar | Metrics, values: Iterable[tuple[str, float]], now: float, out: list[Event]
+    ) -> None:
+        """Fold one event into its origin's window; rows of a window it closes go to `out`."""
+        step, every = event.step, self._every
+        key = float(step // every) if every else float(math.floor(event.wall_time * self._per_second))
+        origin = event.origin
         window = self._open.get(origin)
-        out: list[Event] = []
         if window is not None and (window.key != key or step < window.step):
-            out = self._close(origin)
+            out.extend(self._close(origin))
             window = None
         if window is None:
-            window = self._open[origin] = _Window(key, time.monotonic(), step)
+            window = self._open[origin] = _Window(key, now, step)
         else:
             self.reduced += 1
-            window.step, window.arrived = step, time.monotonic()
+            window.step, window.arrived = step, now
         window.stamps[step] = (event.wall_time, event.context)
-        reduce, last, reduced = self.limit.reduce, window.last, window.values
+        reduce, last, reduced = self._reduce, window.last, window.values
         for name, value in values:
             if name not in last:
                 reduced[name], window.counts[name] = value, 1
@@ -141,7 +154,6 @@ class Reducer:
                 if math.isnan(old) or better:
                     reduced[name] = value
             last[name] = step
-        return out
 
     def _close(self, origin: Origin) -> list[Event]:
         """The window's rows: per step some metric was last logged at, those metrics' reductions,

@@ -167,8 +167,8 @@ class Route:
             self._drop(DropReason.SINK_FAILED, len(events))
             return
         if self.reducer is not None:
-            idle, add = not self.reducer.held, self.reducer.add
-            events = [row for event in events for row in add(event)]
+            idle = not self.reducer.held
+            events = self.reducer.add_many(events)
             if idle and self.reducer.held:
                 self._wake()  # a time window opened: the route's sleep must end with it
         self.buffer.put(events)
