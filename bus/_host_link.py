@@ -45,6 +45,10 @@ RESTART_WINDOW = 60.0
 PIPE_SIZE = 1 << 20  # ask the kernel for a 1 MiB pipe: a ship rarely waits for the host
 RETAIN_LIMIT = 256 << 20  # bytes of unacknowledged batches kept for a restarted host
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+# `python -m bus._host` would put the current directory first on the path: a folder named `bus`
+# there would be imported instead. The host runs in the trainer's directory (sinks hold relative
+# paths), so it imports this very package explicitly.
+_HOST_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from bus._host import main; main()"
 _stats_decoder = msgspec.msgpack.Decoder(tuple[int, dict[str, SinkStats]])
 
 
@@ -246,15 +250,12 @@ class HostLink:
     # ---- internals ----
 
     def _start(self, *, resume: bool) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         control_r, control_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bus._host"],
+                [sys.executable, "-c", _HOST_MAIN],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                env=env,
                 close_fds=True,
                 pass_fds=(control_r,),
             )

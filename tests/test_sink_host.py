@@ -136,7 +136,7 @@ def test_a_killed_host_is_replaced_and_every_event_arrives_once(tmp_path: Path) 
 
 
 TRAINER = """
-import sys, time
+import os, sys, time
 from producers import MetricLogger
 from sinks import CsvSink, JsonlSink
 out = sys.argv[1]
@@ -150,8 +150,9 @@ while True:
         x += i
     log.scalar("loss", float(step), step=step)
     step += 1
-    with open(out + "/count", "w") as f:
+    with open(out + "/count.tmp", "w") as f:
         f.write(f"{step} {time.time()}")
+    os.replace(out + "/count.tmp", out + "/count")  # whole, even if the kill comes mid-write
 """
 
 
