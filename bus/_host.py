@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -414,6 +415,15 @@ def _accepted(events: list[Event], route: Route) -> list[Event]:
     return [event for event in events if type(event) in accepts]
 
 
+def _loop_options() -> dict[str, Any]:
+    """uvloop when it is installed (metricbus[fast]): the host's loop does the per-batch work."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
 async def _serve(hello: Hello, fd_in: int, fd_out: int) -> None:
     await Host(hello, fd_in, fd_out).serve()
 
@@ -458,7 +468,7 @@ def main() -> None:
     os.set_blocking(hello.control_fd, False)
     logging.basicConfig(format="metricbus host %(process)d: %(message)s")
     try:
-        anyio.run(_serve, hello, fd_in, fd_out)
+        anyio.run(_serve, hello, fd_in, fd_out, backend_options=_loop_options())
     except OSError as exc:
         if exc.errno != errno.EPIPE:
             log.exception("sink host failed")
