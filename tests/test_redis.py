@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from bus import Context, InvalidConfig, Metrics, MetricBus, Origin, Scalar, wire
+from bus import Context, InvalidConfig, MetricBus, Metrics, Origin, Scalar, wire
 from producers import RedisSource, origin_from_env
 from producers._plan import load_plan
 from sinks import MemorySink, RedisSink, read_jsonl
