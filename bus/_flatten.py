@@ -9,9 +9,10 @@ wall time, origin and context from the event:
         for name, value in metric_items(event):
             write(event.origin.label, event.step, name, value)
 
-It is one call per event, not a generator: the pairs of a Metrics are its dict's own items view
-(nothing copied), those of a Scalar a one-pair tuple. `Hparams.metrics` are not included: they
-are the result of a run, not a point of a series, and each sink that shows them says how.
+It is one call per event, not a generator (a generator per event costs more than the loop it
+feeds), and it copies nothing: a Metrics gives its dict's own items view, a Scalar a one-pair
+tuple. `Hparams.metrics` are not included: they are the result of a run, not a point of a
+series, and each sink that shows them says how.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ _NONE: tuple[tuple[str, float], ...] = ()
 
 def metric_items(event: Event) -> Collection[tuple[str, float]]:
     """The (name, value) pairs of a Scalar or Metrics event, in the order they were logged;
-    empty for every other kind (and for an empty Metrics). Sized, so `if metric_items(e):` and
-    `len(...)` work; a Metrics' pairs are a view of its values, not a copy."""
+    empty for every other kind and for an empty Metrics. Sized, so `if metric_items(event):`
+    tells whether the event carries values at all."""
     kind = type(event)
     if kind is Scalar:
-        return ((event.name, event.value),)  # type: ignore[union-attr]
+        return ((event.name, event.value),)  # type: ignore[union-attr]  # kind is Scalar
     if kind is Metrics:
-        return event.values.items()  # type: ignore[union-attr]
+        return event.values.items()  # type: ignore[union-attr]  # kind is Metrics
     return _NONE

@@ -24,7 +24,8 @@ from typing import Literal
 import msgspec
 
 from ._errors import InvalidConfig
-from ._events import Context, Event, Metrics, Origin, Scalar
+from ._events import Context, Event, Metrics, Origin
+from ._flatten import metric_items
 
 __all__ = ["RateLimit", "Reducer"]
 
@@ -86,14 +87,9 @@ class Reducer:
 
     def add(self, event: Event) -> list[Event]:
         """Take one event; returns what is ready for the sink: rows of windows it closed, or the
-        event itself if it is not a kind that is reduced."""
-        match event:
-            case Scalar(name=name, value=value):
-                return self._fold(event, ((name, value),))
-            case Metrics(values=values) if values:
-                return self._fold(event, values.items())
-            case _:
-                return [event]
+        event itself if it carries no metric values (another kind, an empty Metrics)."""
+        items = metric_items(event)
+        return self._fold(event, items) if items else [event]
 
     def expired(self) -> list[Event]:
         """Rows of time windows that heard nothing for a whole window's length. Windows are keyed
@@ -111,7 +107,7 @@ class Reducer:
         """Every open row, for a flush or the close."""
         return [row for origin in list(self._open) for row in self._close(origin)]
 
-    def _fold(self, event: Scalar | Metrics, values: Iterable[tuple[str, float]]) -> list[Event]:
+    def _fold(self, event: Event, values: Iterable[tuple[str, float]]) -> list[Event]:
         every, per_second = self.limit.every, self.limit.per_second
         key = float(event.step // every) if every else float(math.floor(event.wall_time * per_second))  # type: ignore[operator]
         origin, step = event.origin, event.step
