@@ -119,13 +119,13 @@ class _WideTable:
 
     def add(self, events: Sequence[Event], done: list[tuple[str, int, float, dict[str, float]]]) -> None:
         """Apply a batch: each event's values join its origin's open row; a row whose step moves
-        on is done. An event without values (as in the long layout) makes no row."""
+        on is done. An empty Metrics is a row without values (wandb's `log({})`)."""
         index, columns, open_rows = self.index, self.columns, self.open
         last_origin: object = None
         label = ""
         for event in events:
             items = metric_items(event)
-            if not items:
+            if not items and type(event) is not Metrics:
                 continue
             if event.origin is not last_origin:  # a batch is mostly one origin: its label once
                 last_origin = event.origin

@@ -108,21 +108,6 @@ async def test_wide_layout_keeps_origins_apart(tmp_path: Path) -> None:
     assert got == [("a", s, float(s)) for s in range(3)] + [("b", s, s + 0.5) for s in range(3)]
 
 
-@pytest.mark.parametrize("layout", ["long", "wide"])
-async def test_an_event_without_values_makes_no_row_in_either_layout(tmp_path: Path, layout: str) -> None:
-    """An empty Metrics (`wandb.log({})`, `log.scalars({})`) has nothing to write: no row, and in
-    the wide layout the row open before it is not cut short."""
-    path = tmp_path / f"{layout}.csv"
-    await run(
-        path, [Scalar("loss", 1.0, 0), Metrics({}, 1), Metrics({"acc": 0.5}, 0), Scalar("loss", 2.0, 2)], layout=layout
-    )
-    got = [(int(r["step"]), r.get("name"), r.get("loss") or r.get("value"), r.get("acc")) for r in rows(path)]
-    if layout == "long":
-        assert got == [(0, "loss", "1.0", None), (0, "acc", "0.5", None), (2, "loss", "2.0", None)]
-    else:
-        assert got == [(0, None, "1.0", "0.5"), (2, None, "2.0", "")]
-
-
 @pytest.mark.parametrize("content", ["a,b,c\n1,2,3\n", "a,b,c\n1,2,3\n4,5", "a,b"])
 async def test_an_existing_foreign_file_fails_the_sink_not_the_bus_and_is_left_untouched(
     tmp_path: Path, content: str
