@@ -3,7 +3,7 @@
 Imports nothing heavy: no wandb, no tensorboardX, no torch, no numpy.
 """
 
-from . import wire
+from . import lazy, wire
 from ._bus import MetricBus
 from ._config import RetryPolicy, SinkConfig, WhenFull, sink_config
 from ._delivery import check_delivery, delivery_failures, describe_failure
@@ -41,15 +41,17 @@ from ._events import (
     Text,
     Video,
 )
+from ._flatten import metric_items
 from ._rate import RateLimit
 from ._sink import Sink
-from ._spool import read_spool
+from ._spool import read_segments, read_spool
 from ._stats import DropReason, SinkState, SinkStats, accepted_share
-from ._validate import known_names
+from ._validate import IMAGE_CHANNELS, as_step, as_value, known_names
 
 __all__ = [
     "DEFAULT_ORIGIN",
     "EVENT_TYPES",
+    "IMAGE_CHANNELS",
     "Audio",
     "BusClosed",
     "BusFull",
@@ -88,10 +90,15 @@ __all__ = [
     "Video",
     "WhenFull",
     "accepted_share",
+    "as_step",
+    "as_value",
     "check_delivery",
     "delivery_failures",
     "describe_failure",
     "known_names",
+    "lazy",
+    "metric_items",
+    "read_segments",
     "read_spool",
     "sink_config",
     "wire",

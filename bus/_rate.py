@@ -24,7 +24,8 @@ from typing import Literal
 import msgspec
 
 from ._errors import InvalidConfig
-from ._events import Context, Event, Metrics, Origin, Scalar
+from ._events import Context, Event, Metrics, Origin
+from ._flatten import metric_items
 
 __all__ = ["RateLimit", "Reducer"]
 
@@ -87,7 +88,7 @@ class Reducer:
 
     def add(self, event: Event) -> list[Event]:
         """Take one event; returns what is ready for the sink: rows of windows it closed, or the
-        event itself if it is not a kind that is reduced."""
+        event itself if it carries no metric values (another kind, an empty Metrics)."""
         return self.add_many((event,))
 
     def add_many(self, events: Iterable[Event]) -> list[Event]:
@@ -97,11 +98,9 @@ class Reducer:
         now = time.monotonic()
         fold = self._fold
         for event in events:
-            kind = type(event)
-            if kind is Scalar:
-                fold(event, ((event.name, event.value),), now, out)  # type: ignore[union-attr,arg-type]
-            elif kind is Metrics and event.values:  # type: ignore[union-attr]
-                fold(event, event.values.items(), now, out)  # type: ignore[union-attr,arg-type]
+            items = metric_items(event)
+            if items:
+                fold(event, items, now, out)
             else:
                 out.append(event)
         return out
@@ -122,9 +121,7 @@ class Reducer:
         """Every open row, for a flush or the close."""
         return [row for origin in list(self._open) for row in self._close(origin)]
 
-    def _fold(
-        self, event: Scalar | Metrics, values: Iterable[tuple[str, float]], now: float, out: list[Event]
-    ) -> None:
+    def _fold(self, event: Event, values: Iterable[tuple[str, float]], now: float, out: list[Event]) -> None:
         """Fold one event into its origin's window; rows of a window it closes go to `out`."""
         step, every = event.step, self._every
         key = float(step // every) if every else float(math.floor(event.wall_time * self._per_second))

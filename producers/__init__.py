@@ -5,7 +5,7 @@ Everything but MetricLogger is loaded on first use, so importing `producers` sta
 
 from typing import TYPE_CHECKING
 
-from bus._lazy import lazy_exports
+from bus.lazy import lazy_exports
 
 from ._logger import MetricLogger
 

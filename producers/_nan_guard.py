@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from bus import Event, Metrics, Scalar, Sink
+from bus import Event, Metrics, Scalar, Sink, metric_items
 
 if TYPE_CHECKING:
     from ._logger import MetricLogger
@@ -69,15 +69,8 @@ class NanGuard(Sink):
 
     def _check(self, event: Event) -> str | None:
         """The reason to stop, if a watched value of `event` is not finite."""
-        match event:
-            case Scalar(name=name, value=value):
-                pairs: Iterable[tuple[str, float]] = ((name, value),)
-            case Metrics(values=values):
-                pairs = values.items()
-            case _:
-                return None
         watch = self.watch
-        for name, value in pairs:
+        for name, value in metric_items(event):
             if not math.isfinite(value) and (watch is None or name in watch):
                 return f"{name} became {value} at step {event.step}"
         return None

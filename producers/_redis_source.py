@@ -33,9 +33,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus import BusClosed, Event, InvalidConfig, MetricBus, Origin, SinkState
-from bus._wire import decode_batch
-from sinks._redis import ENTRY_VERSION, check_name, check_url, redact_url, scrub
+from bus import BusClosed, Event, InvalidConfig, InvalidEvent, MetricBus, Origin, SinkState, wire
+from sinks.redis_bridge import check_name, check_url, read_entry, redact_url, scrub
 
 __all__ = ["ProducerProgress", "RedisSource", "SourceStats", "origin_from_env"]
 
@@ -290,13 +289,10 @@ class RedisSource:
         """The events of one entry, or [] (a duplicate or a bad entry, counted)."""
         if not fields:
             return self._bad_entry(entry_id, None, "trimmed from the stream while pending")
-        pid_raw, seq_raw, data = fields.get(b"p"), fields.get(b"s"), fields.get(b"d")
-        if fields.get(b"mb") != ENTRY_VERSION or pid_raw is None or seq_raw is None or data is None:
-            return self._bad_entry(entry_id, None, f"not a metricbus entry (fields {sorted(fields)[:6]})")
         try:
-            pid, seq = pid_raw.decode(), int(seq_raw)
-        except ValueError:  # UnicodeDecodeError is one
-            return self._bad_entry(entry_id, None, "unreadable producer id or sequence")
+            pid, seq, body = read_entry(fields)
+        except InvalidEvent as exc:
+            return self._bad_entry(entry_id, None, str(exc))
         progress = self._progress.get(pid)
         if progress is None:
             progress = self._progress[pid] = _Progress(last_seq=self._applied.get(pid, 0))
@@ -310,10 +306,10 @@ class RedisSource:
             progress.gaps += seq - last - 1
         self._applied[pid] = read.applied[pid] = progress.last_seq = seq
         try:
-            events = decode_batch(data)
-        except (msgspec.MsgspecError, ValueError, TypeError) as exc:
+            events = wire.decode(body)
+        except InvalidEvent as exc:
             progress.bad += 1
-            return self._bad_entry(entry_id, pid, f"payload of batch {seq}: {type(exc).__name__}: {exc}")
+            return self._bad_entry(entry_id, pid, f"payload of batch {seq}: {exc}")
         progress.entries += 1
         progress.events += len(events)
         self._entries += 1

@@ -284,7 +284,7 @@ def _reader(kind: SourceKind) -> Reader:
 def read_spool_events(path: Path, stats: SourceStats) -> Batches:
     """The events a spool directory holds, oldest first, one batch per segment file. The
     segments stay where they are: a replay copies, it does not take them away."""
-    from bus._spool import read_segments
+    from bus import read_segments
 
     for size, events in read_segments(path):
         stats.read += size

@@ -7,8 +7,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from bus import InvalidEvent
-from bus._validate import IMAGE_CHANNELS
+from bus import IMAGE_CHANNELS, InvalidEvent
 
 if TYPE_CHECKING:
     import numpy as np

@@ -40,8 +40,8 @@ from bus import (
     Sink,
     Text,
     Video,
+    as_step,
 )
-from bus._validate import as_step
 
 from ._frequency import FrequencySpec, LogFrequency
 from ._logger import MetricLogger
@@ -90,7 +90,7 @@ def _write_purge_record(logdir: Path, step: int, suffix: str) -> None:
     from tensorboardX.proto.event_pb2 import Event as EventProto
     from tensorboardX.proto.event_pb2 import SessionLog
 
-    from sinks._tensorboard import encode_record
+    from sinks import encode_record
 
     now = time.time()
     version = EventProto(wall_time=now, file_version="brain.Event:2")  # needed for TensorBoard to purge

@@ -7,7 +7,7 @@ imports tensorboardX, wandb, mlflow or rich.
 from typing import TYPE_CHECKING
 
 from bus import Sink
-from bus._lazy import lazy_exports
+from bus.lazy import lazy_exports
 
 from ._callback import CallbackSink, metric_calls
 from ._csv import CsvSink
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._console import ConsoleSink
     from ._mlflow import MLflowSink
     from ._redis import RedisSink
-    from ._tensorboard import TensorBoardSink
+    from ._tensorboard import TensorBoardSink, encode_record
     from ._wandb import WandbSink
 
 _LAZY = {
@@ -27,6 +27,7 @@ _LAZY = {
     "ConsoleSink": "._console",
     "MLflowSink": "._mlflow",  # imports mlflow only when it opens
     "RedisSink": "._redis",  # the Redis bridge; imports redis only when it opens
+    "encode_record": "._tensorboard",  # one TFRecord of a TensorBoard event file
 }
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Sink",
     "TensorBoardSink",
     "WandbSink",
+    "encode_record",
     "iter_jsonl",
     "metric_calls",
     "read_jsonl",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
-from bus import Event, InvalidConfig, Metrics, Scalar, Sink
+from bus import Event, InvalidConfig, Metrics, Scalar, Sink, metric_items
 
 __all__ = ["CallbackSink", "metric_calls"]
 
@@ -20,16 +20,17 @@ def metric_calls(events: Sequence[Event]) -> Iterator[tuple[str, str, str, float
     node_name is the origin's label, task_name the context's task ("" if none), and
     round_number the context's round, or the step when the event has no round.
     """
+    last_origin: object = None
+    node = ""
     for event in events:
         ctx = event.context
         task = ctx.task if ctx is not None and ctx.task is not None else ""
         rnd = ctx.round if ctx is not None and ctx.round is not None else event.step
-        node = event.origin.label
-        if type(event) is Scalar:
-            yield (node, task, event.name, event.value, rnd)
-        elif type(event) is Metrics:
-            for name, value in event.values.items():
-                yield (node, task, name, value, rnd)
+        if event.origin is not last_origin:  # a batch is mostly one origin: its label once
+            last_origin = event.origin
+            node = last_origin.label
+        for name, value in metric_items(event):
+            yield (node, task, name, value, rnd)
 
 
 class CallbackSink(Sink):

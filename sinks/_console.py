@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal, TextIO
 
-from bus import Event, InvalidConfig, Metrics, Scalar, Sink
+from bus import Event, InvalidConfig, Metrics, Scalar, Sink, metric_items
 
 __all__ = ["ConsoleSink"]
 
@@ -88,12 +88,8 @@ class ConsoleSink(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         for event in events:
-            match event:
-                case Scalar(name=name, value=value):
-                    self._take(name, value)
-                case Metrics(values=values):
-                    for name, value in values.items():
-                        self._take(name, value)
+            for name, value in metric_items(event):
+                self._take(name, value)
             self.step = max(self.step, event.step)
         self._unshown = True
         if self._progress is not None:

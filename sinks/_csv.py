@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from bus import Event, InvalidConfig, Metrics, Scalar, Sink
+from bus import Event, InvalidConfig, Metrics, Scalar, Sink, metric_items
 
 from ._record_file import RecordFile
 
@@ -75,12 +75,12 @@ def encode_long(events: Sequence[Event], cells: _Cells) -> bytes:
             round_ = "" if context.round is None else context.round
             task = "" if context.task is None else cells[context.task]
             tail = tails[id(context)] = f",{epoch},{round_},{task}\r\n"
-        if type(event) is Scalar:
+        if type(event) is Scalar:  # one row: the common case, written in one f-string
             add(f"{event.wall_time!r},{label},{event.step},{cells[event.name]},{event.value!r}{tail}")
-        elif type(event) is Metrics:
-            head = f"{event.wall_time!r},{label},{event.step},"
-            for name, value in event.values.items():
-                add(f"{head}{cells[name]},{value!r}{tail}")
+            continue
+        head = f"{event.wall_time!r},{label},{event.step},"
+        for name, value in metric_items(event):
+            add(f"{head}{cells[name]},{value!r}{tail}")
     return "".join(out).encode("utf-8")
 
 
@@ -117,25 +117,31 @@ class _WideTable:
         twin.open = {label: (step, t, dict(values)) for label, (step, t, values) in self.open.items()}
         return twin
 
-    def add(self, event: Event, done: list[tuple[str, int, float, dict[str, float]]]) -> None:
-        if type(event) is Scalar:
-            values = {event.name: event.value}
-        elif type(event) is Metrics:
-            values = event.values
-        else:
-            return
-        label = event.origin.label
-        current = self.open.get(label)
-        if current is not None and current[0] != event.step:
-            done.append((label, *current))
-            current = None
-        if current is None:
-            current = self.open[label] = (event.step, event.wall_time, {})
-        current[2].update(values)
-        for name in values:
-            if name not in self.index:
-                self.index[name] = len(self.columns)
-                self.columns.append(wide_column(name))
+    def add(self, events: Sequence[Event], done: list[tuple[str, int, float, dict[str, float]]]) -> None:
+        """Apply a batch: each event's values join its origin's open row; a row whose step moves
+        on is done. An empty Metrics is a row without values (wandb's `log({})`)."""
+        index, columns, open_rows = self.index, self.columns, self.open
+        last_origin: object = None
+        label = ""
+        for event in events:
+            items = metric_items(event)
+            if not items and type(event) is not Metrics:
+                continue
+            if event.origin is not last_origin:  # a batch is mostly one origin: its label once
+                last_origin = event.origin
+                label = event.origin.label
+            current = open_rows.get(label)
+            if current is not None and current[0] != event.step:
+                done.append((label, *current))
+                current = None
+            if current is None:
+                current = open_rows[label] = (event.step, event.wall_time, {})
+            row = current[2]
+            for name, value in items:
+                row[name] = value
+                if name not in index:
+                    index[name] = len(columns)
+                    columns.append(wide_column(name))
 
     def close_all(self, done: list[tuple[str, int, float, dict[str, float]]]) -> None:
         done.extend((label, *row) for label, row in self.open.items())
@@ -228,8 +234,7 @@ class CsvSink(Sink):
     async def _write_wide(self, events: Sequence[Event], *, close_rows: bool) -> None:
         table = self._wide.copy()  # kept only once its rows are on disk, so a retry starts afresh
         done: list[tuple[str, int, float, dict[str, float]]] = []
-        for event in events:
-            table.add(event, done)
+        table.add(events, done)
         if close_rows:
             table.close_all(done)
         if len(table.columns) > len(self._wide.columns):

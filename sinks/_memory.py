@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
-from bus import Event, Metrics, Scalar, Sink
+from bus import Event, Sink, metric_items
 
 __all__ = ["MemorySink"]
 
@@ -44,10 +44,4 @@ class MemorySink(Sink):
 
     def values(self, name: str) -> list[tuple[int, float]]:
         """(step, value) for every Scalar named `name` and every Metrics entry with that key."""
-        out: list[tuple[int, float]] = []
-        for event in self.events:
-            if type(event) is Scalar and event.name == name:
-                out.append((event.step, event.value))
-            elif type(event) is Metrics and name in event.values:
-                out.append((event.step, event.values[name]))
-        return out
+        return [(event.step, value) for event in self.events for key, value in metric_items(event) if key == name]

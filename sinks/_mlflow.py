@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from bus import Audio, Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text, Video
+from bus import Audio, Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text, Video, metric_items
 
 from ._audio import encode_wav
 from ._jsonl import encode_lines
@@ -311,10 +311,9 @@ def _add(event: Event, writes: _Writes) -> None:
     """Add what the event writes (besides params) to its run's writes."""
     ms = int(event.wall_time * 1000)
     match event:
-        case Scalar(name=name, value=value, step=step):
-            writes.metrics.append((name, value, ms, step))
-        case Metrics(values=values, step=step) | Hparams(metrics=values, step=step):
-            writes.metrics.extend((name, value, ms, step) for name, value in values.items())
+        case Scalar() | Metrics() | Hparams():  # an Hparams' metrics are series points here too
+            items = event.metrics.items() if isinstance(event, Hparams) else metric_items(event)
+            writes.metrics.extend((name, value, ms, event.step) for name, value in items)
         case Text(name=name, text=text, step=step):
             writes.artifacts[f"text/{name}/step_{step}.txt"] = text
         case Image(name=name, step=step, pixels=pixels, height=height, width=width, channels=channels):

@@ -1,11 +1,10 @@
 """RedisSink: the producing side of the Redis bridge. Each batch the bus hands it becomes one
 entry of a Redis Stream, which `producers.RedisSource` reads on the aggregator.
 
-An entry has four fields: `mb` (the format version), `p` (this producer's id), `s` (the batch's
-sequence number, 1, 2, 3, ... per producer id) and `d` (the events, msgspec msgpack, the encoding
-the worker processes use). A batch that is retried keeps its sequence number, so when a first
-attempt did land in Redis (the reply was lost) the aggregator sees the same (producer id,
-sequence) twice and skips the second.
+An entry's layout is `sinks.redis_bridge`: the format version, this producer's id, the batch's
+sequence number (1, 2, 3, ... per producer id) and the events as a `bus.wire` body. A batch
+that is retried keeps its sequence number, so when a first attempt did land in Redis (the reply
+was lost) the aggregator sees the same (producer id, sequence) twice and skips the second.
 
 The sink only awaits redis-py's asyncio client (sockets, never a blocking call), so it says
 `blocking = False` and the bus awaits it on its own loop, without a thread hop; a deadline
@@ -22,54 +21,17 @@ import secrets
 import socket
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from bus import Event, InvalidConfig, Sink
-from bus._wire import encode_batch
 
-__all__ = ["ENTRY_VERSION", "RedisSink", "default_producer_id", "redact_url"]
+from .redis_bridge import check_name, check_url, entry_fields, redact_url, scrub
 
-ENTRY_VERSION = b"1"
-_SCHEMES = ("redis", "rediss", "unix")
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (or query, where redis-py also accepts one), for names, logs
-    and errors: 'redis://:s3cret@host:6379/0' -> 'redis://:***@host:6379/0'."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = netloc.rpartition("@")[2]
-        netloc = f"{user}:***@{host}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
+__all__ = ["RedisSink", "default_producer_id"]
 
 
 def default_producer_id() -> str:
     """'host-pid-random': unique per process, so a restarted producer starts a new sequence."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def check_url(url: object) -> str:
-    """Refuse, with InvalidConfig, what redis-py could not connect to."""
-    if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
-        shown = redact_url(url) if isinstance(url, str) else repr(url)
-        raise InvalidConfig(f"a Redis URL must start with redis://, rediss:// or unix://, got {shown!r}")
-    return url
-
-
-def check_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidConfig(f"{what} must be a non-empty str, got {value!r}")
-    return value
-
-
-def scrub(exc: BaseException, url: str) -> str:
-    """An exception's message with the URL's password cut out (redis-py does not print it, but
-    a message is no place to take that on trust)."""
-    text = f"{type(exc).__name__}: {exc}"
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
 
 
 class RedisSink(Sink):
@@ -122,7 +84,7 @@ class RedisSink(Sink):
         if events is not self._batch:  # a new batch; a retry is the same list again
             self.seq += 1
             self._batch = events
-        fields: dict[Any, Any] = {"mb": ENTRY_VERSION, "p": self.producer_id, "s": self.seq, "d": encode_batch(events)}
+        fields = entry_fields(self.producer_id, self.seq, events)
         try:
             await self._client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
         except redis.RedisError as exc:

@@ -50,7 +50,7 @@ from ._open_set import OpenSet
 from ._png import encode_png
 from ._tb_media import graph_events, media_summary, write_projector
 
-__all__ = ["MAX_OPEN_RUNS", "TensorBoardSink"]
+__all__ = ["MAX_OPEN_RUNS", "TensorBoardSink", "encode_record"]
 
 log = logging.getLogger("metricbus")
 

@@ -41,6 +41,7 @@ from bus import (
     Sink,
     Text,
     Video,
+    metric_items,
 )
 
 from ._open_set import OpenSet
@@ -358,10 +359,8 @@ def _plan(
 def _values(event: Event) -> dict[str, Any]:
     """An event's loggable values by name (histograms and images stay events until the call thread)."""
     match event:
-        case Scalar(name=name, value=value):
-            return {name: value}
-        case Metrics(values=values):
-            return values
+        case Scalar() | Metrics():
+            return dict(metric_items(event))
         case Histogram(name=name) | Image(name=name) | Audio(name=name) | Video(name=name):
             return {name: event}
         case Text(name=name, text=text):

@@ -28,8 +28,8 @@ from bus import (
     PrCurve,
     Scalar,
     Video,
+    wire,
 )
-from bus._wire import decode_batch, encode_batch
 from producers import MetricLogger, SummaryWriter
 from sinks import CallbackSink, ConsoleSink, CsvSink, JsonlSink, MemorySink, MLflowSink, WandbSink, read_jsonl
 from sinks._mlflow import ORIGIN_TAG
@@ -89,7 +89,7 @@ def comparable(events: list[Event]) -> list[Any]:
 def test_every_new_kind_is_an_event_type_and_survives_the_wire_and_jsonl(tmp_path: Path) -> None:
     events = one_of_each()
     assert {type(e) for e in events} <= set(EVENT_TYPES)
-    assert comparable(decode_batch(encode_batch(events))) == comparable(events)
+    assert comparable(wire.decode(wire.encode_events(events))) == comparable(events)
     with MetricLogger(sinks=[JsonlSink(tmp_path / "events.jsonl")]) as log:
         for event in events:
             log.publish(event)

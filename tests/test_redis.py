@@ -14,17 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 import redis
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bus import Event, InvalidConfig, MetricBus, Metrics, Origin, Scalar
-from bus._wire import encode_batch
+from bus import Context, Event, InvalidConfig, MetricBus, Metrics, Origin, Scalar, wire
 from producers import RedisSource, origin_from_env
 from producers._plan import load_plan
 from sinks import MemorySink, RedisSink, read_jsonl
+from sinks.redis_bridge import ENTRY_VERSION, entry_fields
 from tests.helpers import wait_until, wait_until_sync
 from tests.redis_server import RedisServer
 from tests.stats_table_reader import read_wide
@@ -170,6 +169,9 @@ async def test_events_cross_with_origin_step_and_wall_time(server: RedisServer) 
         name = bus.add_sink(RedisSink(server.url, stream="s"))
         await bus.publish_many(sent)
     assert bus.stats()[name].delivered == 500
+    entries = redis.from_url(server.url).xrange("s")  # each a version-2 entry whose body is a bus.wire body
+    assert {fields[b"mb"] for _, fields in entries} == {ENTRY_VERSION}
+    assert [e for _, fields in entries for e in wire.decode(fields[b"d"])] == sent
     memory = MemorySink()
     source = RedisSource(server.url, stream="s")
     async with MetricBus([memory]) as agg:
@@ -202,20 +204,40 @@ async def test_a_retried_batch_keeps_its_sequence_and_is_applied_once(server: Re
 @pytest.mark.anyio
 async def test_bad_entries_are_counted_acknowledged_and_skipped(server: RedisServer, caplog: Any) -> None:
     r = redis.from_url(server.url)
-    good = encode_batch([Scalar("x", 1.0, 7)])
+    good = entry_fields("p1", 3, [Scalar("x", 1.0, 7)])
     r.xadd("s", {"hello": "world"})  # not ours
-    r.xadd("s", {"mb": "1", "p": "p1", "s": 1, "d": good[:-3]})  # truncated
-    r.xadd("s", {"mb": "1", "p": "p1", "s": 2, "d": msgspec.msgpack.encode([{"kind": "nope", "x": 1}])})
-    r.xadd("s", {"mb": "1", "p": "p1", "s": 3, "d": good})
+    r.xadd("s", {**good, "mb": "1", "s": 4})  # the layout before bus.wire: not read as version 2
+    r.xadd("s", {**good, "s": 1, "d": good["d"][:-3]})  # truncated
+    r.xadd("s", {**good, "s": 2, "d": wire.encode((), [{"kind": "nope", "x": 1}])})
+    r.xadd("s", good)
     memory = MemorySink()
     source = RedisSource(server.url, stream="s")
     async with MetricBus([memory]) as agg:
         agg.add_producer(source)
         await wait_until(lambda: len(memory.events) == 1 and source.stats().pending == 0)
     stats = source.stats()
-    assert stats.bad_entries == 3 and stats.producers["p1"].bad == 2 and stats.events == 1
+    assert stats.bad_entries == 4 and stats.producers["p1"].bad == 2 and stats.events == 1
     assert "not a metricbus entry" in caplog.text and "payload of batch 1" in caplog.text
     assert r.xpending("s", "metricbus")["pending"] == 0  # acknowledged: they never come back
+
+
+@pytest.mark.anyio
+async def test_an_entry_body_is_any_wire_body_rows_included(server: RedisServer) -> None:
+    """The entry's `d` is a `bus.wire` body: the compact rows the sink host's channel carries
+    (a scope table, then Scalar and Metrics rows) read back as the events they stand for."""
+    site = Origin(site="a", rank=1)
+    body = wire.encode([(site, Context(epoch=2))], [("loss", 0.5, 3, 1.0e9, 0), ({"acc": 0.9}, 3, 1.0e9, 0)])
+    r = redis.from_url(server.url)
+    r.xadd("s", {"mb": ENTRY_VERSION, "p": "p1", "s": 1, "d": body})
+    memory = MemorySink()
+    source = RedisSource(server.url, stream="s")
+    async with MetricBus([memory]) as agg:
+        agg.add_producer(source)
+        await wait_until(lambda: len(memory.events) == 2)
+    assert memory.events == [
+        Scalar("loss", 0.5, 3, wall_time=1.0e9, origin=site, context=Context(epoch=2)),
+        Metrics({"acc": 0.9}, 3, wall_time=1.0e9, origin=site, context=Context(epoch=2)),
+    ]
 
 
 @pytest.mark.anyio
@@ -386,7 +408,7 @@ async def test_pending_entries_of_a_dead_consumer_are_taken_over(server: RedisSe
     r = redis.from_url(server.url)
     r.xgroup_create("s", "metricbus", id="0", mkstream=True)
     for seq in (1, 2, 3):
-        r.xadd("s", {"mb": "1", "p": "p1", "s": seq, "d": encode_batch([Scalar("x", 1.0, seq)])})
+        r.xadd("s", entry_fields("p1", seq, [Scalar("x", 1.0, seq)]))
     assert len(r.xreadgroup("metricbus", "dead", {"s": ">"})[0][1]) == 3  # now pending with "dead"
     r.hset("s:applied", "p1", 2)  # it had applied 1 and 2 (the XACK + HSET of 1-2 went through, say)
     r.xack("s", "metricbus", *[e[0] for e in r.xrange("s", count=1)])  # and acknowledged 1

@@ -41,8 +41,7 @@ from bus import (
 from producers import _replay
 from producers._cli import main
 from producers._replay import origin_from_run, replay, sink_from_spec
-from sinks import CsvSink, JsonlSink, TensorBoardSink, read_jsonl
-from sinks._tensorboard import encode_record
+from sinks import CsvSink, JsonlSink, TensorBoardSink, encode_record, read_jsonl
 from tests.helpers import normalized
 
 ROOT = Path(__file__).resolve().parents[1]

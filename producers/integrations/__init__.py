@@ -6,7 +6,7 @@ Each is loaded on first use, so a framework is imported only by the adapter that
 
 from typing import TYPE_CHECKING
 
-from bus._lazy import lazy_exports
+from bus.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._accelerated import MetricBusLogMetricsCallback

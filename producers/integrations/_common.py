@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bus import Context, Hparams, InvalidConfig, InvalidEvent, Metrics, Origin, Scalar, Sink
-from bus._validate import as_value
+from bus import Context, Hparams, InvalidConfig, InvalidEvent, Metrics, Origin, Scalar, Sink, as_value
 
 from .._logger import MetricLogger
 

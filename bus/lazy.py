@@ -1,4 +1,10 @@
-"""Lazy public names: a package exports a name whose module (and heavy imports) loads on first use."""
+"""Lazy public names: a package exports a name whose module (and heavy imports) loads on first use.
+
+`sinks` and `producers` use it so that `import sinks` never imports tensorboardX, wandb or
+mlflow; a package of your own can do the same:
+
+    __getattr__ = lazy_exports(__name__, {"MySink": "._my_sink"})
+"""
 
 from __future__ import annotations
 
