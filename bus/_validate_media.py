@@ -22,7 +22,7 @@ VIDEO_CHANNELS = (1, 3)
 """Grayscale and RGB frames: what tensorboardX's GIF writer takes."""
 SPRITE_CHANNELS = (1, 3)
 """Embedding label images: grayscale or RGB squares (tensorboardX's sprite is RGB)."""
-MIN_FPS = 1 / 655
+MIN_FPS = 1 / 300  # slower GIFs fail in the encoder (moviepy): measured, a frame of 329.8 s is the most
 """The slowest frame rate a GIF can show: it stores each frame's time in 1/100 s as 16 bits."""
 SPRITE_LIMIT = 8192
 """The largest embedding sprite TensorBoard's projector loads, in pixels a side."""
@@ -52,7 +52,7 @@ def as_fps(value: object, field: str) -> float:
     """A frame rate: a finite number of at least MIN_FPS."""
     number = as_value(value, field)
     if not MIN_FPS <= number < math.inf:
-        raise InvalidEvent(field, value, "must be a finite number >= 1/655 (a GIF shows a frame at most 655 s)")
+        raise InvalidEvent(field, value, "must be a finite number >= 1/300 (the GIF encoder shows a frame at most 300 s)")
     return number
 
 
