@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import pickle
@@ -64,11 +65,12 @@ class _Batch:
     """A batch sent and not yet acknowledged: its frame (to send again to a new host) and, until
     the host has it, its items, whose kinds the stats count only when asked."""
 
-    __slots__ = ("data", "items", "kinds", "seq")
+    __slots__ = ("body", "header", "items", "kinds", "seq")
 
-    def __init__(self, seq: int, data: bytes, items: Sequence[Any]) -> None:
+    def __init__(self, seq: int, header: bytes, body: bytes, items: Sequence[Any]) -> None:
         self.seq = seq
-        self.data = data
+        self.header = header  # this host's frame header; the body is shared by every host
+        self.body = body
         self.items: Sequence[Any] | None = items
         self.kinds: dict[type[Event], int] | None = None
 
@@ -99,7 +101,8 @@ class HostLink:
         self._retained: deque[_Batch] = deque()
         self._retained_bytes = 0
         self._unprotected = 0  # batches dropped from retention (over RETAIN_LIMIT) before their ack
-        self._outbox = bytearray()
+        self._outbox: deque[memoryview] = deque()  # chunks the pipe has not taken yet, in order
+        self._backlog = 0  # their bytes
         self._replies = bytearray()
         self._requests = 0
         self._waiting: dict[int, threading.Event] = {}  # FLUSH/CLOSE request id -> set on reply
@@ -130,25 +133,24 @@ class HostLink:
         returns at once."""
         with self._lock:
             self.seq += 1
-            data = wire.frame(Op.BATCH, self.seq, body)
-            self._retained.append(_Batch(self.seq, data, items))
-            self._events_per_byte = len(items) / len(data)
-            self._retained_bytes += len(data)
+            header = wire.HEADER.pack(len(body), Op.BATCH, self.seq)
+            self._retained.append(_Batch(self.seq, header, body, items))
+            self._events_per_byte = len(items) / (len(body) + 1)
+            self._retained_bytes += len(body)
             while self._retained_bytes > RETAIN_LIMIT and len(self._retained) > 1:
-                old = self._retained.popleft()
-                self._retained_bytes -= len(old.data)
+                self._retained_bytes -= len(self._retained.popleft().body)
                 self._unprotected += 1
-            self._send(data)
+            self._send(header, body)
 
     @property
     def backlog(self) -> int:
         """Bytes sent that the host's pipe has not taken yet."""
-        return len(self._outbox)
+        return self._backlog
 
     @property
     def backlog_events(self) -> int:
         """About how many events the backlog holds (from the bytes of the last batch)."""
-        backlog = len(self._outbox)
+        backlog = self._backlog
         return int(backlog * self._events_per_byte) if backlog else 0
 
     def flush(self, timeout: float | None) -> bool:
@@ -280,25 +282,37 @@ class HostLink:
         self._proc = proc
         self._replies = bytearray()
 
-    def _send(self, data: bytes) -> None:
-        """Queue `data` and write what the pipe takes now (lock held)."""
-        self._outbox += data
+    def _send(self, *chunks: bytes) -> None:
+        """Queue `chunks` and write what the pipe takes now (lock held). Nothing is copied: the
+        outbox holds the chunks themselves, and a partly written one as a view of its rest."""
+        for chunk in chunks:
+            self._outbox.append(memoryview(chunk))
+            self._backlog += len(chunk)
         if self._write():
             self.pump.wake()
 
     def _write(self) -> bool:
         """Write from the outbox without blocking (lock held); True if some is left."""
-        proc = self._proc
-        if proc is None or proc.stdin is None or not self._outbox:
-            return bool(self._outbox)
-        try:
-            n = os.write(proc.stdin.fileno(), self._outbox)
-        except BlockingIOError:
-            return True
-        except OSError:  # the host died: the pump notices on its reply pipe and starts another
-            return True
-        del self._outbox[:n]
-        return bool(self._outbox)
+        proc, outbox = self._proc, self._outbox
+        if proc is None or proc.stdin is None:
+            return bool(outbox)
+        fd = proc.stdin.fileno()
+        while outbox:
+            try:
+                n = os.writev(fd, list(itertools.islice(outbox, 64)))
+            except BlockingIOError:
+                return True
+            except OSError:  # the host died: the pump notices on its reply pipe and starts another
+                return True
+            self._backlog -= n
+            while n:
+                head = outbox[0]
+                if n < len(head):
+                    outbox[0] = head[n:]
+                    return True  # the pipe took part of it: it is full
+                n -= len(head)
+                outbox.popleft()
+        return False
 
     def _request(self, op: Op) -> threading.Event:
         with self._lock:
@@ -335,7 +349,7 @@ class HostLink:
             case Op.ACK:
                 self.acked = seq
                 while self._retained and self._retained[0].seq <= seq:
-                    self._retained_bytes -= len(self._retained.popleft().data)
+                    self._retained_bytes -= len(self._retained.popleft().body)
             case Op.SNAPSHOT | Op.FLUSHED | Op.CLOSED:
                 self.received, self.snapshot = _stats_decoder.decode(body)
                 for batch in self._retained:  # what the host has, its snapshot counts
@@ -374,7 +388,9 @@ class HostLink:
             self.restarts += 1
             self._close_pipes()
             self._start(resume=True)
-            self._outbox = bytearray(self._resend())
+            resend = self._resend()
+            self._outbox = deque([memoryview(resend)])
+            self._backlog = len(resend)
             self.received = self.acked
             self._write()
         self.pump.wake()
@@ -389,7 +405,7 @@ class HostLink:
             while index < len(sinks) and sinks[index].after < batch.seq:
                 frames.append(wire.frame(Op.SINK, index, msgspec.msgpack.encode(sinks[index].spec)))
                 index += 1
-            frames.append(batch.data)
+            frames += (batch.header, batch.body)
         frames.extend(
             wire.frame(Op.SINK, i, msgspec.msgpack.encode(s.spec)) for i, s in enumerate(sinks[index:], index)
         )
@@ -445,5 +461,6 @@ class HostLink:
     def _release(self) -> None:
         self._close_pipes()
         self._retained.clear()
-        self._outbox = bytearray()
+        self._outbox.clear()
+        self._backlog = 0
         shutil.rmtree(self.state_dir, ignore_errors=True)

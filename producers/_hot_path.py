@@ -57,16 +57,14 @@ def hot_calls(
     due: list[float],
     skip: Callable[..., bool] | None,
 ) -> tuple[ScalarCall, ScalarsCall]:
-    """The `scalar` and `scalars` calls of one logger. `skip(step, epoch_end=...)` is its
-    log frequency (None: log every call)."""
+    """The `scalar` and `scalars` calls of one logger. `skip(step, epoch_end=...)` is its log
+    frequency (True: log this call; None: log every call, and pay nothing for the question)."""
     append = pending.append
     known = known_names
     clock = time.time
     scalar_slow, scalars_slow, ship = logger._scalar_slow, logger._scalars_slow, logger._due
 
     def scalar(name: str, value: float, step: int, wall_time: float | None = None, epoch_end: bool = False) -> None:
-        if skip is not None and not skip(step, epoch_end=epoch_end):
-            return
         if (
             type(name) is str
             and name in known
@@ -85,8 +83,6 @@ def hot_calls(
     def scalars(
         values: Mapping[str, float], step: int, wall_time: float | None = None, epoch_end: bool = False
     ) -> None:
-        if skip is not None and not skip(step, epoch_end=epoch_end):
-            return
         if (
             type(values) is dict
             and type(step) is int
@@ -102,4 +98,19 @@ def hot_calls(
             return
         scalars_slow(values, step, wall_time)
 
-    return scalar, scalars
+    if skip is None:
+        return scalar, scalars
+
+    def scalar_sometimes(
+        name: str, value: float, step: int, wall_time: float | None = None, epoch_end: bool = False
+    ) -> None:
+        if skip(step, epoch_end=epoch_end):
+            scalar(name, value, step, wall_time)
+
+    def scalars_sometimes(
+        values: Mapping[str, float], step: int, wall_time: float | None = None, epoch_end: bool = False
+    ) -> None:
+        if skip(step, epoch_end=epoch_end):
+            scalars(values, step, wall_time)
+
+    return scalar_sometimes, scalars_sometimes
