@@ -7,8 +7,8 @@ its sink host work inside the span), in its own interpreter, and reports wall ti
 calling thread's CPU time (`time.thread_time`) per call; the rounds alternate contenders and
 the medians are kept. A tight loop logs ~10x faster than any sink writes, so for the per-call
 rows the logger may hold the whole burst (`pending_limit=2,000,000`): they measure the call, not
-the sinks' pace (which the end-to-end rows measure). "End to end" logs 1,000,000 values and times until `flush()` returns:
-every value written by every sink. Sinks: CSV alone, then CSV + JSONL + TensorBoard + W&B
+the sinks' pace (which the end-to-end rows measure). "End to end" logs 1,000,000 values and
+times until `flush()` returns: every value written by every sink. Sinks: CSV alone, then CSV + JSONL + TensorBoard + W&B
 (offline), all with their defaults. The direct baselines (csv.writer, tensorboardX, wandb.log)
 are what a loop pays without metricbus.
 """

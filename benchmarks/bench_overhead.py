@@ -52,17 +52,19 @@ CONFIGS = [
 ]
 
 
-def make_step(kind: str) -> Callable[[], None]:
-    """A ~1 ms step: `release` spends it in BLAS (GIL released), `hold` in many small numpy calls."""
+def make_step(kind: str, reps: int | None = None) -> tuple[Callable[[], None], int]:
+    """A ~1 ms step: `release` spends it in BLAS (GIL released), `hold` in many small numpy calls.
+    `reps` fixes its work (the parent calibrates once, so every contender's step does the same
+    work: calibrating in each contender let one started beside busy sink hosts do less)."""
     rng = np.random.default_rng(0)
     if kind == "release":
         a = rng.random((192, 192), dtype=np.float32)
         b = rng.random((192, 192), dtype=np.float32)
-        reps = _calibrate(lambda: a @ b)
-        return lambda: [a @ b for _ in range(reps)] and None
+        n = reps or _calibrate(lambda: a @ b)
+        return (lambda: [a @ b for _ in range(n)] and None), n
     x = rng.random(16)
-    reps = _calibrate(lambda: [np.add(x, 1.0) for _ in range(10)])
-    return lambda: [np.add(x, 1.0) for _ in range(10 * reps)] and None
+    n = reps or _calibrate(lambda: [np.add(x, 1.0) for _ in range(10)])
+    return (lambda: [np.add(x, 1.0) for _ in range(10 * n)] and None), n
 
 
 def _calibrate(unit: Callable[[], object], target: float = 0.001) -> int:
@@ -88,7 +90,7 @@ def _loop(step: Callable[[], None], log: Callable[[int, dict[str, float]], None]
 
 
 def run(config: str, kind: str, tmp: Path) -> dict[str, float]:
-    step = make_step(kind)
+    step, _ = make_step(kind, int(os.environ[f"BENCH_REPS_{kind.upper()}"]))
     step()  # warm up BLAS threads and caches
     if config == "none":
         return {**_loop(step, None), "close": 0.0}
@@ -159,6 +161,8 @@ def _metricbus(step: Callable[[], None], tmp: Path, *, inprocess: bool, wandb: b
 
 def contender(name: str) -> dict[str, float]:
     config, kind = name.rsplit(":", 1)
+    if config == "calibrate":  # in a contender's own setting: one BLAS thread
+        return {"reps": float(make_step(kind)[1])}
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
     with tempfile.TemporaryDirectory() as d:
         os.environ["WANDB_DIR"] = d
@@ -205,6 +209,9 @@ def main() -> None:
         _chart(json.loads((RESULTS / "overhead.json").read_text())["rows"])
         return
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"  # inherited by contenders
+    calibrated = run_contenders(__file__, ["calibrate:release", "calibrate:hold"])  # once, for every contender
+    for kind in ("release", "hold"):
+        os.environ[f"BENCH_REPS_{kind.upper()}"] = str(int(calibrated[f"calibrate:{kind}"]["reps"]))
     names = [f"{c}:{k}" for k in ("release", "hold") for c in CONFIGS]
     rounds = [run_contenders(__file__, names) for _ in range(ROUNDS)]
     rows: list[dict[str, object]] = []

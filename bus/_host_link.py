@@ -95,6 +95,7 @@ class HostLink:
         self.acked = 0
         self.received = 0  # the last batch the host's snapshot counts
         self.snapshot: dict[str, SinkStats] = {}
+        self._snapshot_body: bytes | None = None  # the latest snapshot, not decoded yet
         self.restarts = 0
         self.closed = False
         self._lock = threading.RLock()
@@ -199,6 +200,7 @@ class HostLink:
         with self._lock:
             if self._final is not None:
                 return dict(self._final)
+            self._take_snapshot()
             in_transit = [batch.count() for batch in self._retained if batch.seq > self.received]
             out: dict[str, SinkStats] = {}
             for name, sink in self.sinks.items():
@@ -350,15 +352,14 @@ class HostLink:
                 self.acked = seq
                 while self._retained and self._retained[0].seq <= seq:
                     self._retained_bytes -= len(self._retained.popleft().body)
-            case Op.SNAPSHOT | Op.FLUSHED | Op.CLOSED:
-                self.received, self.snapshot = _stats_decoder.decode(body)
-                for batch in self._retained:  # what the host has, its snapshot counts
-                    if batch.seq > self.received:
-                        break
-                    batch.items = None
+            case Op.SNAPSHOT:  # kept as it came: decoded only when someone asks for the stats
+                self._snapshot_body = body
+            case Op.FLUSHED | Op.CLOSED:
+                self._snapshot_body = body
+                self._take_snapshot()
                 if op == Op.CLOSED:  # what never reached its pipe is lost now
                     self._final = self._abandoned_stats() if self.received < self.seq else self.stats()
-                for request in [r for r in self._waiting if r <= seq and op != Op.SNAPSHOT]:
+                for request in [r for r in self._waiting if r <= seq]:
                     self._waiting.pop(request).set()
             case _:
                 log.error("metricbus: unknown reply op %r from sink host %s", op, self.label)
@@ -412,6 +413,18 @@ class HostLink:
         for request in self._waiting:
             frames.append(wire.frame(Op.CLOSE if self._closing else Op.FLUSH, request, b""))
         return b"".join(frames)
+
+    def _take_snapshot(self) -> None:
+        """Decode the host's latest snapshot, if a newer one came (lock held). Snapshots come
+        every tick; decoding each would be Python work in the training process for nothing."""
+        body, self._snapshot_body = self._snapshot_body, None
+        if body is None:
+            return
+        self.received, self.snapshot = _stats_decoder.decode(body)
+        for batch in self._retained:  # what the host has, its snapshot counts
+            if batch.seq > self.received:
+                break
+            batch.items = None
 
     def _sink_stats(self, name: str, sink: _Sink, held: int) -> SinkStats:
         base = self.snapshot.get(name)

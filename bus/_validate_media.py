@@ -52,7 +52,7 @@ def as_fps(value: object, field: str) -> float:
     """A frame rate: a finite number of at least MIN_FPS."""
     number = as_value(value, field)
     if not MIN_FPS <= number < math.inf:
-        raise InvalidEvent(field, value, "must be a finite number >= 1/300 (the GIF encoder shows a frame at most 300 s)")
+        raise InvalidEvent(field, value, "must be a finite number >= 1/300 (a GIF frame lasts at most 300 s here)")
     return number
 
 
