@@ -48,8 +48,8 @@ from .wire import Op
 
 log = logging.getLogger("metricbus")
 
-TICK = 0.01  # seconds between acks and progress records
-SNAPSHOT_EVERY = 5  # ticks between stats snapshots (and one whenever a batch came since the last)
+TICK = 0.05  # seconds between acks and stats snapshots (measured: waking the trainer every 10 ms
+# cost a GIL-holding step +3% more on a 2-core machine; replies to FLUSH and CLOSE never wait)
 
 
 class _Counts(msgspec.Struct):
@@ -153,8 +153,6 @@ class Host:
         self.marks: deque[tuple[int, dict[str, int]]] = deque()
         # each route's (last batch settled, its `published` then), as of the last ack
         self.base: dict[str, tuple[int, int]] = {}
-        self._ticks = 0
-        self._snapshot_received = -1  # the last batch the last snapshot counted
         self.closing = anyio.Event()
         self.deadline = float("inf")
         self.close_request: int | None = None
@@ -308,10 +306,7 @@ class Host:
         if acked != self.acked:
             self.acked = acked
             self.replies.send(Op.ACK, acked)
-        self._ticks += 1
-        if self._ticks % SNAPSHOT_EVERY == 0 or self.received != self._snapshot_received:
-            self._snapshot_received = self.received
-            self.replies.send_snapshot(self._stats_body())
+        self.replies.send_snapshot(self._stats_body())
 
     def _counts(self, route: Route, settled: int) -> _Counts:
         done, base = self.base.get(route.name, (self.acked, 0))

@@ -120,7 +120,7 @@ class MetricLogger:
         raise_on_loss: bool = True,
         pending_limit: int = 100_000,
         block_timeout: float = 30.0,
-        poll_interval: float = 0.01,
+        poll_interval: float = 0.02,
         use_uvloop: bool | None = None,
         handle_sigterm: bool = True,
         log_freq: int | str | LogFrequency | None = None,

@@ -177,7 +177,8 @@ def test_kill_9_of_the_trainer_loses_at_most_one_poll_and_the_host_writes_the_re
     events = read_jsonl(tmp_path / "m.jsonl")
     assert [e.step for e in events] == list(range(len(events)))  # type: ignore[union-attr]  # in order, once
     lost = last_logged - events[-1].wall_time  # the time span of what the kill took with it
-    assert lost <= 0.02, f"{logged - len(events)} of {logged} steps lost: the last {lost * 1000:.0f} ms"
+    # at most one poll_interval (20 ms: what the trainer had not shipped) and the step in progress
+    assert lost <= 0.025, f"{logged - len(events)} of {logged} steps lost: the last {lost * 1000:.0f} ms"
     with open(tmp_path / "m.csv") as f:
         assert sum(1 for _ in f) - 1 == len(events)
 
