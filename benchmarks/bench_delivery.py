@@ -33,26 +33,10 @@ import msgspec
 
 from benchmarks._common import write_result
 from sinks import iter_jsonl
+from tests.delivery_loops import DATALOADER_LOOP, PRINTING_LOOP
 
 SECONDS = 20.0
 
-PRINTING_LOOP = """
-import sys, time
-from producers import MetricLogger
-from sinks import CsvSink, JsonlSink, TensorBoardSink
-out, seconds = sys.argv[1], float(sys.argv[2])
-with MetricLogger(sinks=[CsvSink(out + "/m.csv"), JsonlSink(out + "/m.jsonl"), TensorBoardSink(out + "/tb")]) as log:
-    print("start", time.time(), flush=True)
-    end = time.monotonic() + seconds
-    step = 0
-    while time.monotonic() < end:
-        x = 0
-        for i in range(3_000):
-            x += i
-        log.scalars({"loss": 1.0 / (step + 1), "x": float(x)}, step=step)
-        print(f"step {step}", file=sys.stderr)
-        step += 1
-"""
 
 KILLED_LOOP = """
 import os, sys, time
@@ -74,34 +58,6 @@ while True:
     with open(out + "/count.tmp", "w") as f:
         f.write(f"{step} {time.time()}")
     os.replace(out + "/count.tmp", out + "/count")  # whole, even if the kill comes mid-write
-"""
-
-LOADER_LOOP = """
-import sys, time
-import torch
-from torch.utils.data import DataLoader, TensorDataset
-from producers import MetricLogger
-from sinks import CsvSink, JsonlSink, TensorBoardSink, WandbSink
-out, persistent = sys.argv[1], sys.argv[2] == "persistent"
-data = TensorDataset(torch.randn(256, 8), torch.randn(256, 1))
-loader = DataLoader(data, batch_size=16, num_workers=2, persistent_workers=persistent,
-                    multiprocessing_context="fork")
-model = torch.nn.Linear(8, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
-log = MetricLogger(sinks=[CsvSink(out + "/m.csv"), JsonlSink(out + "/m.jsonl"), TensorBoardSink(out + "/tb"),
-                          WandbSink(project="loader", dir=out)])
-step = 0
-for epoch in range(3):
-    for x, y in loader:
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log.scalar("loss", loss.item(), step=step)
-        step += 1
-started = time.monotonic()
-log.close()
-print("closed", time.monotonic() - started, flush=True)
 """
 
 
@@ -177,7 +133,7 @@ def loader(repo: Path, workers: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
         proc = subprocess.run(
-            [sys.executable, str(_script(Path(d), LOADER_LOOP)), d, workers],
+            [sys.executable, str(_script(Path(d), DATALOADER_LOOP)), d, workers],
             capture_output=True,
             text=True,
             env=env,

@@ -661,32 +661,28 @@ def _as_json_dict(value: object, field: str) -> dict[str, Any]:
     return _as_json(value, field)  # type: ignore[return-value]
 
 
-class RunConfig(_Base, frozen=True):
+class _RunValues(_Base, frozen=True):
+    """`{key: any JSON value}` at a step: the fields and checks of RunConfig and RunSummary."""
+
+    values: dict[str, Any]
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "values", _as_json_dict(self.values, "values"))
+        force_setattr(self, "step", as_step(self.step))
+        self._check_base()
+
+
+class RunConfig(_RunValues, frozen=True):
     """Updates to a run's configuration, as W&B keeps it: `{key: any JSON value}` (nested dicts,
     lists and None included; Hparams is the flat, scalar form). The W&B sink applies them to the
     run's config; sinks that take only measurements are not sent them."""
 
-    values: dict[str, Any]
-    step: int = 0
 
-    def __post_init__(self) -> None:
-        force_setattr(self, "values", _as_json_dict(self.values, "values"))
-        force_setattr(self, "step", as_step(self.step))
-        self._check_base()
-
-
-class RunSummary(_Base, frozen=True):
+class RunSummary(_RunValues, frozen=True):
     """Values that describe a run as a whole (W&B's `run.summary[key] = value`): the best score,
     a count, a note, as `{key: any JSON value}`. Not a point of a series: the W&B sink sets them
     in the run's summary; sinks that take only measurements are not sent them."""
-
-    values: dict[str, Any]
-    step: int = 0
-
-    def __post_init__(self) -> None:
-        force_setattr(self, "values", _as_json_dict(self.values, "values"))
-        force_setattr(self, "step", as_step(self.step))
-        self._check_base()
 
 
 Event: TypeAlias = (

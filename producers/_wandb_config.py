@@ -9,7 +9,7 @@ as RunConfig / RunSummary events, published by the run.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bus import InvalidConfig, InvalidEvent, RunConfig, RunSummary
 
@@ -49,18 +49,12 @@ def config_dict(
     return out
 
 
-class Config:
-    """wandb.config: item and attribute access, `update`, `setdefaults`, `keys`, `items`, `get`.
+class _Values:
+    """What wandb.config and run.summary share: item and attribute access to `_items`, where
+    setting a key is an `update` (each class publishes its own event)."""
 
-    A value is kept as W&B stores it (JSON: see json_friendly). Changing a key's value raises
-    InvalidConfig unless `allow_val_change=True`, as wandb's ConfigError does. Every change
-    reaches the W&B run exactly (a RunConfig event) once the run has started publishing.
-    """
-
-    def __init__(self, run: Run, allow_val_change: bool = False) -> None:
-        object.__setattr__(self, "_run", run)
-        object.__setattr__(self, "_items", {})
-        object.__setattr__(self, "_allow_val_change", allow_val_change)
+    _what: ClassVar[str]
+    _items: dict[str, Any]
 
     def __getitem__(self, key: str) -> Any:
         return self._items[key]
@@ -69,7 +63,7 @@ class Config:
         try:
             return self._items[key]
         except KeyError:
-            raise AttributeError(f"config has no key {key!r}") from None
+            raise AttributeError(f"{self._what} has no key {key!r}") from None
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
@@ -82,6 +76,28 @@ class Config:
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
+    def get(self, *args: Any) -> Any:
+        return self._items.get(*args)
+
+    def update(self, d: Any) -> None:
+        raise NotImplementedError
+
+
+class Config(_Values):
+    """wandb.config: item and attribute access, `update`, `setdefaults`, `keys`, `items`, `get`.
+
+    A value is kept as W&B stores it (JSON: see json_friendly). Changing a key's value raises
+    InvalidConfig unless `allow_val_change=True`, as wandb's ConfigError does. Every change
+    reaches the W&B run exactly (a RunConfig event) once the run has started publishing.
+    """
+
+    _what = "config"
+
+    def __init__(self, run: Run, allow_val_change: bool = False) -> None:
+        object.__setattr__(self, "_run", run)
+        object.__setattr__(self, "_items", {})
+        object.__setattr__(self, "_allow_val_change", allow_val_change)
+
     def __repr__(self) -> str:
         return repr(dict(self._items))
 
@@ -91,13 +107,10 @@ class Config:
     def items(self) -> list[tuple[str, Any]]:
         return [(k, v) for k, v in self._items.items() if not k.startswith("_")]
 
-    def get(self, *args: Any) -> Any:
-        return self._items.get(*args)
-
     def as_dict(self) -> dict[str, Any]:
         return {k: self._items[k] for k in self.keys()}
 
-    def update(self, d: Any, allow_val_change: bool | None = None) -> None:
+    def update(self, d: Any, allow_val_change: bool | None = None) -> None:  # type: ignore[override]
         """Add or change keys (a dict, Namespace, ...); a changed value needs allow_val_change."""
         allow = self._allow_val_change if allow_val_change is None else allow_val_change
         changes = self._sanitized(config_dict(d), allow)
@@ -128,36 +141,18 @@ class Config:
         return out
 
 
-class Summary:
+class Summary(_Values):
     """run.summary: values describing the run as a whole. Setting a key publishes a RunSummary
     (the W&B run's summary gets it exactly); reading gives the last value logged or set here."""
+
+    _what = "summary"
 
     def __init__(self, run: Run) -> None:
         object.__setattr__(self, "_run", run)
         object.__setattr__(self, "_items", {})
 
-    def __getitem__(self, key: str) -> Any:
-        return self._items[key]
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self._items[key]
-        except KeyError:
-            raise AttributeError(f"summary has no key {key!r}") from None
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    __setattr__ = __setitem__
-
     def __delitem__(self, key: str) -> None:
         raise InvalidEvent(f"summary[{key!r}]", key, "cannot be removed here: set it to another value")
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
 
     def __repr__(self) -> str:
         return repr(self._items)
@@ -167,9 +162,6 @@ class Summary:
 
     def items(self) -> list[tuple[str, Any]]:
         return list(self._items.items())
-
-    def get(self, *args: Any) -> Any:
-        return self._items.get(*args)
 
     def update(self, d: Mapping[str, Any]) -> None:
         """Set many keys at once (one RunSummary event)."""

@@ -18,27 +18,9 @@ from typing import Any
 import pytest
 
 from sinks import iter_jsonl
+from tests.delivery_loops import DATALOADER_LOOP, PRINTING_LOOP
 
 ROOT = Path(__file__).resolve().parents[1]
-
-PRINTING_LOOP = """
-import sys, time
-from producers import MetricLogger
-from sinks import CsvSink, JsonlSink, TensorBoardSink
-out, seconds = sys.argv[1], float(sys.argv[2])
-with MetricLogger(sinks=[CsvSink(out + "/m.csv"), JsonlSink(out + "/m.jsonl"), TensorBoardSink(out + "/tb")]) as log:
-    print("start", time.time(), flush=True)
-    end = time.monotonic() + seconds
-    step = 0
-    while time.monotonic() < end:
-        x = 0
-        for i in range(3_000):  # ~1 ms of Python that holds the GIL
-            x += i
-        log.scalars({"loss": 1.0 / (step + 1), "x": float(x)}, step=step)
-        print(f"step {step}", file=sys.stderr)  # a short syscall every step: the convoy effect
-        step += 1
-    print("logged", step, time.time(), flush=True)
-"""
 
 
 def _last_wall_time(path: Path) -> float | None:
@@ -70,35 +52,6 @@ def test_a_loop_that_holds_the_gil_and_prints_is_never_more_than_2s_behind_on_di
     assert child.wait(30) == 0
     assert len(lags) >= 12
     assert max(lags) <= 2.0, f"the file fell {max(lags):.1f} s behind the loop (samples: {[round(x, 2) for x in lags]})"
-
-
-DATALOADER_LOOP = """
-import sys, time
-import torch
-from torch.utils.data import DataLoader, TensorDataset
-from producers import MetricLogger
-from sinks import CsvSink, JsonlSink, TensorBoardSink, WandbSink
-out, persistent = sys.argv[1], sys.argv[2] == "persistent"
-data = TensorDataset(torch.randn(256, 8), torch.randn(256, 1))
-loader = DataLoader(data, batch_size=16, num_workers=2, persistent_workers=persistent,
-                    multiprocessing_context="fork")
-model = torch.nn.Linear(8, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
-log = MetricLogger(sinks=[CsvSink(out + "/m.csv"), JsonlSink(out + "/m.jsonl"), TensorBoardSink(out + "/tb"),
-                          WandbSink(project="loader", dir=out)])
-step = 0
-for epoch in range(3):
-    for x, y in loader:
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log.scalar("loss", loss.detach(), step=step)
-        step += 1
-started = time.monotonic()
-log.close()
-print("closed", step, time.monotonic() - started, flush=True)
-"""
 
 
 @pytest.mark.parametrize("workers", ["per-epoch", "persistent"])
