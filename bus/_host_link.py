@@ -140,6 +140,13 @@ class HostLink:
             self._retained_bytes += len(body)
             while self._retained_bytes > RETAIN_LIMIT and len(self._retained) > 1:
                 self._retained_bytes -= len(self._retained.popleft().body)
+                if not self._unprotected:
+                    log.warning(
+                        "metricbus: sink host %s is more than %d MiB behind; the oldest batches are no "
+                        "longer kept to be sent again should it crash",
+                        self.label,
+                        RETAIN_LIMIT >> 20,
+                    )
                 self._unprotected += 1
             self._send(header, body)
 

@@ -61,10 +61,6 @@ class Pump:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    @property
-    def on_thread(self) -> bool:
-        return threading.current_thread() is self._thread
-
     def _run(self) -> None:
         while not self._stopping:
             try:
