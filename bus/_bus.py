@@ -378,10 +378,9 @@ class MetricBus:
                 if n:
                     s = stats[route.name]
                     stats[route.name] = msgspec.structs.replace(s, published=s.published + n, queued=s.queued + n)
-        hosts = {key: (feed.link.stats(), feed.held()) for key, feed in self._feeds.items()}
+        hosts = {id(feed): (feed.link.stats(), feed.held()) for feed in self._feeds.values()}
         for name, (feed, accepts) in self._hosted.items():
-            key = next(k for k, f in self._feeds.items() if f is feed)
-            host_stats, pending = hosts[key]
+            host_stats, pending = hosts[id(feed)]
             s = host_stats[name]
             n = accepted_share(pending, accepts) + (accepted_share(held, accepts) if held else 0)
             stats[name] = msgspec.structs.replace(s, published=s.published + n, queued=s.queued + n) if n else s
