@@ -17,10 +17,10 @@ from ._config import RetryPolicy, SinkConfig, WhenFull, sink_config
 from ._delivery import check_delivery
 from ._errors import BusClosed, BusFull, BusStateError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
 from ._events import EVENT_TYPES, Event
-from ._host_link import HostLink
-from ._link_feed import LinkFeed
-from ._placement import Placement, place
-from ._pump import Pump
+from .hosts._feed import LinkFeed
+from .hosts._link import HostLink
+from .hosts._placement import Placement, place
+from .hosts._pump import Pump
 from ._rate import RateLimit
 from ._route import Route
 from ._sink import Sink

@@ -22,7 +22,8 @@ VIDEO_CHANNELS = (1, 3)
 """Grayscale and RGB frames: what tensorboardX's GIF writer takes."""
 SPRITE_CHANNELS = (1, 3)
 """Embedding label images: grayscale or RGB squares (tensorboardX's sprite is RGB)."""
-MIN_FPS = 1 / 300  # slower GIFs fail in the encoder (moviepy): measured, a frame of 329.8 s is the most
+MIN_FPS = 1 / 200  # slower GIFs fail in the encoder (moviepy + its GIF writer): measured 219.1 s a frame at most
+# with the versions installed today (329.8 s with earlier ones: the writer's units changed), so 200 s leaves room
 """The slowest frame rate a GIF can show: it stores each frame's time in 1/100 s as 16 bits."""
 SPRITE_LIMIT = 8192
 """The largest embedding sprite TensorBoard's projector loads, in pixels a side."""
@@ -52,7 +53,7 @@ def as_fps(value: object, field: str) -> float:
     """A frame rate: a finite number of at least MIN_FPS."""
     number = as_value(value, field)
     if not MIN_FPS <= number < math.inf:
-        raise InvalidEvent(field, value, "must be a finite number >= 1/300 (a GIF frame lasts at most 300 s here)")
+        raise InvalidEvent(field, value, "must be a finite number >= 1/200 (a GIF frame lasts at most 200 s here)")
     return number
 
 

@@ -244,7 +244,7 @@ videos = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.s
             "height": st.just(s[1]),
             "width": st.just(s[2]),
             "channels": st.just(s[3]),
-            "fps": st.one_of(st.floats(1 / 300, 1e300), st.sampled_from([4, 1 / 300, 30.0])),
+            "fps": st.one_of(st.floats(1 / 200, 1e300), st.sampled_from([4, 1 / 200, 30.0])),
         }
     )
 )

@@ -376,8 +376,9 @@ def test_redis_restarted_mid_run_loses_nothing(server: RedisServer, tmp_path: Pa
     (source,) = stop_aggregator(aggregator, tmp_path, "a")["sources"]
     in_csv, in_jsonl = on_disk(tmp_path)
     assert in_csv == expected(ranks, n) and in_jsonl == expected(ranks, n)
+    # every producer saw Redis down ("is down" above), so each had to reconnect to deliver it all;
+    # whether the aggregator noticed the outage depends on where its read was: not asserted
     assert all(s["delivered"] == n and s["restarts"] >= 1 for s in sent)
-    assert source["reconnects"] >= 1
 
 
 @pytest.mark.anyio

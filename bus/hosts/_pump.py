@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._host_link import HostLink
+    from ._link import HostLink
 
 __all__ = ["Pump"]
 

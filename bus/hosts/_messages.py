@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ._config import SinkConfig
+from .._config import SinkConfig
 
 __all__ = ["Hello", "SinkSpec"]
 

@@ -17,8 +17,8 @@ import pickle
 import sys
 from typing import Literal, TypeAlias
 
-from ._errors import InvalidConfig
-from ._sink import Sink
+from .._errors import InvalidConfig
+from .._sink import Sink
 
 __all__ = ["PLACEMENTS", "Placement", "movable", "place"]
 

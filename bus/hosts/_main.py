@@ -1,4 +1,4 @@
-"""The sink host: the process that runs a training process's sinks (`python -m bus._host`).
+"""The sink host: the process that runs a training process's sinks (`bus.hosts._main`).
 
 The training process only appends and ships encoded batches (`bus.wire` frames on this
 process's stdin); everything else of the pipeline runs here, on this process's own GIL: decoding,
@@ -36,15 +36,15 @@ from typing import Any
 import anyio
 import msgspec
 
-from . import wire
-from ._bus import MetricBus
-from ._errors import InvalidEvent
-from ._events import EVENT_TYPES, Event
-from ._host_messages import Hello, SinkSpec
-from ._route import Route
-from ._sink import Sink
-from ._stats import DropReason
-from .wire import Op
+from .. import wire
+from .._bus import MetricBus
+from .._errors import InvalidEvent
+from .._events import EVENT_TYPES, Event
+from ._messages import Hello, SinkSpec
+from .._route import Route
+from .._sink import Sink
+from .._stats import DropReason
+from ..wire import Op
 
 log = logging.getLogger("metricbus")
 

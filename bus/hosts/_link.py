@@ -28,14 +28,14 @@ from typing import Any
 
 import msgspec
 
-from . import wire
-from ._config import SinkConfig
-from ._events import Event
-from ._host_messages import Hello, SinkSpec
+from .. import wire
+from .._config import SinkConfig
+from .._events import Event
+from ._messages import Hello, SinkSpec
 from ._pump import Pump
-from ._sink import Sink
-from ._stats import DropReason, SinkState, SinkStats, accepted_share
-from .wire import Op
+from .._sink import Sink
+from .._stats import DropReason, SinkState, SinkStats, accepted_share
+from ..wire import Op
 
 __all__ = ["HostLink"]
 
@@ -45,11 +45,11 @@ MAX_RESTARTS = 5  # within RESTART_WINDOW seconds; then the host's sinks are fai
 RESTART_WINDOW = 60.0
 PIPE_SIZE = 1 << 20  # ask the kernel for a 1 MiB pipe: a ship rarely waits for the host
 RETAIN_LIMIT = 256 << 20  # bytes of unacknowledged batches kept for a restarted host
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
-# `python -m bus._host` would put the current directory first on the path: a folder named `bus`
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# `python -m bus.hosts._main` would put the current directory first on the path: a folder named `bus`
 # there would be imported instead. The host runs in the trainer's directory (sinks hold relative
 # paths), so it imports this very package explicitly.
-_HOST_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from bus._host import main; main()"
+_HOST_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from bus.hosts._main import main; main()"
 _stats_decoder = msgspec.msgpack.Decoder(tuple[int, dict[str, SinkStats]])
 
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import anyio
 
-from . import wire
-from ._events import Event
-from ._host_link import HostLink
+from .. import wire
+from .._events import Event
+from ._link import HostLink
 
 __all__ = ["LinkFeed"]
 

@@ -5,8 +5,8 @@ process, and a `Pump` is the background thread that serves the links. `MetricBus
 `producers.MetricLogger` build on these; users only choose `isolate=` in `add_sink`.
 """
 
-from ._claims import claim_sink, release_sink
-from ._host_link import HostLink
+from .._claims import claim_sink, release_sink
+from ._link import HostLink
 from ._placement import PLACEMENTS, Placement, movable, place
 from ._pump import Pump
 
