@@ -17,14 +17,14 @@ from ._config import RetryPolicy, SinkConfig, WhenFull, sink_config
 from ._delivery import check_delivery
 from ._errors import BusClosed, BusFull, BusStateError, InvalidConfig, InvalidEvent, SinkAlreadyAdded
 from ._events import EVENT_TYPES, Event
-from .hosts._feed import LinkFeed
-from .hosts._link import HostLink
-from .hosts._placement import Placement, place
-from .hosts._pump import Pump
 from ._rate import RateLimit
 from ._route import Route
 from ._sink import Sink
 from ._stats import DropReason, SinkStats, accepted_share
+from .hosts._feed import LinkFeed
+from .hosts._link import HostLink
+from .hosts._placement import Placement, place
+from .hosts._pump import Pump
 
 __all__ = ["MetricBus"]
 

@@ -21,10 +21,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,34 +36,12 @@ from ._events import Event
 from ._rate import Reducer
 from ._sink import Sink
 from ._sink_thread import SinkThread
-from ._spool import load_segment, scan, write_segment
+from ._spool import load_segment, save_events, scan, spool_dir_of, write_segment
 from ._stats import DropReason, SinkState, SinkStats
 
 log = logging.getLogger("metricbus")
 
 _NEVER = math.inf
-SPOOL_DIR = "metricbus-spool"  # the folder, beside a sink's output, for what the sink could not take yet
-
-
-def _safe(name: str) -> str:
-    """A sink name as one directory name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sink"
-
-
-def spool_home() -> Path:
-    """Where sinks with no output of their own keep their spool: the user's data directory
-    (never the current directory of a script that writes elsewhere)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "metricbus" / "spool"
-
-
-def spool_dir_of(name: str, sink: Sink, config: SinkConfig) -> Path:
-    """A sink's spool directory: as configured, else beside its own output, else in the user's
-    data directory; one folder per sink name."""
-    if config.spool_dir:
-        return Path(config.spool_dir)
-    home = sink.output_dir
-    return (Path(home) / SPOOL_DIR if home is not None else spool_home()) / _safe(name)
 
 
 def is_down(exc: BaseException) -> bool:
@@ -95,7 +72,7 @@ class Route:
         self.accepts: frozenset[type] | None = None if sink.accepts is None else frozenset(sink.accepts)
         self.blocks = config.when_full == "block"
         self.reducer = Reducer(config.rate) if config.rate is not None else None
-        self.spool_dir = spool_dir_of(name, sink, config)
+        self.spool_dir = spool_dir_of(name, sink.output_dir, config.spool_dir)
         self.buffer = SinkBuffer(config, self.spool_dir, self._drop)
         self.buf = self.buffer.mem  # the memory part: publishers append here directly
         self.capacity = config.capacity
@@ -277,29 +254,41 @@ class Route:
         if not lost:
             return 0
         self._drop(reason, lost)
-        saved = on_disk
-        try:
-            if older:
-                await anyio.to_thread.run_sync(lambda: write_segment(self.spool_dir, older, first=True))
-                saved += len(older)
-            if newer:
-                await anyio.to_thread.run_sync(lambda: write_segment(self.spool_dir, newer))
-                saved += len(newer)
-        except OSError as exc:
-            log.error("sink %r: could not save the events it missed to %s: %r", self.name, self.spool_dir, exc)
-        if saved:
-            self.saved_to = self.spool_dir
-            self.saved += saved
-            log.error(
-                "sink %r: %d of the %d events it did not get are saved in %s; replay them with: "
-                "metricbus replay %s --to ...",
-                self.name,
-                saved,
-                lost,
-                self.spool_dir,
-                self.spool_dir,
-            )
+        saved, folder = on_disk, self.spool_dir if on_disk else None
+        for events, first in ((older, True), (newer, False)):
+            if events:
+                where = await anyio.to_thread.run_sync(
+                    partial(save_events, self.spool_dir, self.name, events, first=first)
+                )
+                if where is not None:
+                    saved += len(events)
+                    folder = folder or where
+        self._record_saved(saved, lost, folder)
         return lost
+
+    def save_unoffered(self, events: Sequence[Event], reason: DropReason) -> None:
+        """Events meant for this sink that never reached its buffer (the shutdown deadline came
+        while they waited for room): counted and saved (blocking: the host is closing)."""
+        if not events:
+            return
+        self.count_lost(len(events), reason)
+        folder = save_events(self.spool_dir, self.name, events)
+        self._record_saved(len(events) if folder else 0, len(events), folder)
+
+    def _record_saved(self, saved: int, lost: int, folder: Path | None) -> None:
+        if not saved or folder is None:
+            return
+        self.saved_to = folder
+        self.saved += saved
+        log.error(
+            "sink %r: %d of the %d events it did not get are saved in %s; replay them with: "
+            "metricbus replay %s --to ...",
+            self.name,
+            saved,
+            lost,
+            folder,
+            folder,
+        )
 
     def _release_rows(self) -> None:
         """Move the reducer's finished rows into the buffer: every row when a flush or the close

@@ -12,7 +12,9 @@ or dead disk never stalls the bus's loop (or a publisher).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +22,23 @@ from pathlib import Path
 from . import wire
 from ._events import Event
 
-__all__ = ["Spool", "load_segment", "read_segment", "read_segments", "read_spool", "scan", "write_segment"]
+__all__ = [
+    "SPOOL_DIR",
+    "Spool",
+    "load_segment",
+    "read_segment",
+    "read_segments",
+    "read_spool",
+    "save_events",
+    "scan",
+    "spool_dir_of",
+    "spool_home",
+    "write_segment",
+]
+
+log = logging.getLogger("metricbus")
+
+SPOOL_DIR = "metricbus-spool"  # the folder, beside a sink's output, for what the sink could not take yet
 
 _PREFIX, _SUFFIX = "segment-", ".msgpack"  # segment-<seq>-<events>.msgpack
 _TAIL_BYTES = 64  # what an event still in memory is taken to weigh against the limit
@@ -75,6 +93,40 @@ def write_segment(directory: Path, events: Sequence[Event], *, first: bool = Fal
         os.fsync(f.fileno())
     tmp.replace(path)
     return path, len(data)
+
+
+def _safe(name: str) -> str:
+    """A sink name as one directory name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sink"
+
+
+def spool_home() -> Path:
+    """Where sinks with no output of their own keep their spool: the user's data directory
+    (never the current directory of a script that writes elsewhere)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "metricbus" / "spool"
+
+
+def spool_dir_of(name: str, output_dir: Path | None, configured: str | None) -> Path:
+    """A sink's spool directory: as configured, else beside its own output, else in the user's
+    data directory; one folder per sink name."""
+    if configured:
+        return Path(configured)
+    return (Path(output_dir) / SPOOL_DIR if output_dir is not None else spool_home()) / _safe(name)
+
+
+def save_events(directory: Path, name: str, events: Sequence[Event], *, first: bool = False) -> Path | None:
+    """Save events a sink will not get as a segment of `directory`, for `metricbus replay`; if that
+    folder cannot be written (it is inside the broken path), in the user's data directory instead.
+    Returns the folder they are in, or None if neither could be written (logged). Blocking."""
+    for folder in (directory, spool_home() / _safe(name)):
+        try:
+            write_segment(folder, events, first=first)
+        except OSError as exc:
+            log.error("metricbus: cannot save %d events of sink %r in %s: %r", len(events), name, folder, exc)
+            continue
+        return folder
+    return None
 
 
 def scan(directory: Path) -> list[tuple[Path, int, int]]:

@@ -131,6 +131,8 @@ class MetricLogger:
             raise InvalidEvent("origin", origin, "must be an Origin")
         if context is not None and type(context) is not Context:
             raise InvalidEvent("context", context, "must be a Context or None")
+        # First: a signal that comes while the hosts start must already go through the drain.
+        signals.install(sigterm=handle_sigterm)
         self.shutdown_timeout = shutdown_timeout
         self.raise_on_loss = raise_on_loss
         self.pending_limit = pending_limit
@@ -147,9 +149,12 @@ class MetricLogger:
         self._resolving: deque[Unresolved] = deque()  # batches waiting for tensor values, in order
         self._closed = False
         self._stop_reason: str | None = None
-        self._overflowing = False  # waited block_timeout once: drop until the hosts catch up
+        self._overflowing = False  # waited block_timeout once: no more waiting until the hosts catch up
+        self._congested = False  # a thread waits for the hosts: the others wait for it (the ship lock)
         self._lost: dict[tuple[type[Event], DropReason], int] = {}  # dropped before any sink
-        self._lossless = False  # some sink is 'block': a full pipeline makes logging wait
+        self._waits = False  # some sink is 'block': a full pipeline makes logging wait (block_timeout)
+        self._keeps = False  # some sink is 'block' or 'spill': what the hosts cannot take yet waits on disk
+        self._closing = False
         # where the sinks run
         self._pump = Pump(poll_interval)
         self._pump.ticks.append(self._tick)
@@ -168,7 +173,6 @@ class MetricLogger:
         except BaseException:
             self._abort()
             raise
-        signals.install(sigterm=handle_sigterm)
 
     # ---- the training thread's hot path: `scalar` and `scalars` (see _hot_path.py) ----
 
@@ -233,7 +237,7 @@ class MetricLogger:
         if self._closed:
             self._pending.clear()
             self._raise_closed()
-        if not self._ship_lock.acquire(blocking=False):
+        if not self._ship_lock.acquire(blocking=self._congested):
             return  # another thread is shipping right now: it takes this one along
         try:
             self._ship()
@@ -254,8 +258,8 @@ class MetricLogger:
             return
         with critical():
             items = list(starmap(pending.popleft, repeat((), n)))
-            if self._overflowing and self._held() > self.pending_limit:
-                self._count_lost(items, DropReason.BLOCK_TIMEOUT if self._lossless else DropReason.FULL)
+            if self._overflowing and not self._keeps and self._held() > self.pending_limit:
+                self._count_lost(items, DropReason.FULL)  # every sink's policy says drop
                 return
             if self._resolving:  # a batch ahead of it waits for tensor values: keep the order
                 self._resolving.append(Unresolved(self._scope, items))
@@ -317,24 +321,32 @@ class MetricLogger:
         )
 
     def _make_room(self) -> None:
-        """The hosts are behind. Wait (up to `block_timeout`) for them to catch up if some sink
-        is lossless; else, or after that, drop and count what does not fit (lock held)."""
-        if not self._lossless or self._overflowing:
+        """The hosts are behind (lock held). If some sink is 'block', wait for them, up to
+        `block_timeout`, while the other logging threads wait for this one. Past that, or with no
+        'block' sink: if some sink is lossless ('block' or 'spill'), logging goes on and what the
+        hosts cannot take yet waits on disk (each host's outbox spills past its memory limit);
+        if every sink's policy is a drop, what does not fit is dropped and counted ("full")."""
+        if not self._waits or self._overflowing:
             self._overflowing = True
             return
         deadline = time.monotonic() + self.block_timeout
-        while self._held() > self.pending_limit:
-            if time.monotonic() >= deadline:
-                log.error(
-                    "metricbus: a 'block' sink kept the logger full for %ss; dropping (and counting) "
-                    "what does not fit until it catches up; see log.stats()",
-                    self.block_timeout,
-                )
-                self._overflowing = True
-                return
-            self._pump.wake()
-            time.sleep(0.001)
-        self._overflowing = False
+        self._congested = True
+        try:
+            while self._held() > self.pending_limit:
+                if time.monotonic() >= deadline:
+                    log.error(
+                        "metricbus: a sink host kept the logger full for %ss; logging goes on, and what the "
+                        "hosts cannot take yet waits on disk; see log.stats()",
+                        self.block_timeout,
+                    )
+                    self._overflowing = True
+                    return
+                self._ship()  # what the other threads appended meanwhile joins the queue, in order
+                self._pump.wake()
+                time.sleep(0.001)
+            self._overflowing = False
+        finally:
+            self._congested = False
 
     def _count_lost(self, items: Iterable[Any], reason: DropReason) -> None:
         for kind, n in wire.item_kinds(items).items():
@@ -435,7 +447,8 @@ class MetricLogger:
                 link.add_sink(name, sink, config)
                 self._placed[name] = link
             self._accepts[name] = None if sink.accepts is None else frozenset(sink.accepts)
-            self._lossless = self._lossless or config.when_full == "block"
+            self._waits = self._waits or config.when_full == "block"
+            self._keeps = self._keeps or config.when_full in ("block", "spill")
         return name
 
     def _local_bus(self) -> LocalBus:
@@ -500,7 +513,7 @@ class MetricLogger:
         Raises `DeliveryError` if some sink failed or lost events."""
         if self._pid != os.getpid():
             return  # a forked child's copy: the parent drains it
-        if not self._closed:
+        if not self._closing:
             self._shut_down()
         _open_loggers.discard(self)
         if self._error is not None:
@@ -508,8 +521,17 @@ class MetricLogger:
             raise error
 
     def _shut_down(self) -> None:
+        """The drain. A signal that comes meanwhile (our handlers) waits until it is done: the
+        drain is never cut short, and SIGTERM or Ctrl-C then ends the program as usual."""
+        self._closing = True
+        try:
+            with critical():
+                self._drain()
+        finally:
+            signals.uninstall()
+
+    def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
-        signals.uninstall()
         with self._ship_lock:
             self._ship()
             self._closed = True
@@ -542,6 +564,7 @@ class MetricLogger:
 
     def _abort(self) -> None:
         """The constructor failed: stop what it started."""
+        signals.uninstall()
         self._closed = True
         for link in self._links.values():
             link.begin_close()

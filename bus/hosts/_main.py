@@ -7,19 +7,21 @@ host answers on stdout: ACK when every sink has settled a batch (so the trainer 
 a SNAPSHOT of the sinks' stats every tick, and the replies to FLUSH and CLOSE.
 
 It outlives its trainer: when the trainer dies (stdin ends, or the parent process is gone) it
-delivers everything it received, closes every sink and exits. Ctrl-C and SIGTERM to the process
-group are the trainer's to handle: the host ignores them and is closed by the trainer, or finishes
-on its own once the trainer is gone. A byte on the control pipe means "the trainer is closing": the shutdown
-clock starts even while the host is blocked behind a full sink.
+delivers everything it received, closes every sink and exits. Ctrl-C to the process group is the
+trainer's to handle: the host ignores it and is closed by the trainer. SIGTERM is a request to
+stop (a notebook kernel shutting down terminates its children, a batch scheduler its job): the
+host reads what is already in its pipe, delivers it, closes its sinks and exits; the trainer sees
+it gone and starts another for what it still ships (its outbox kept everything unacknowledged). A
+byte on the control pipe means "the trainer is closing": the shutdown clock starts even while the
+host is blocked behind a full sink.
 
 After a crash of the host, the trainer starts a new one with `resume` and sends again every batch
-not acknowledged. Each tick the host writes, per sink, how far it has settled (`_Progress`); the
+not acknowledged. Each tick the host writes, per sink, how far it has settled (`Progress`); the
 new host skips what the old one settled, so a crash writes at most one tick's events twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gc
 import logging
@@ -29,7 +31,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,54 +42,17 @@ from .. import wire
 from .._bus import MetricBus
 from .._errors import InvalidEvent
 from .._events import EVENT_TYPES, Event
-from ._messages import Hello, SinkSpec
 from .._route import Route
 from .._sink import Sink
 from .._stats import DropReason
 from ..wire import Op
+from ._messages import Hello, SinkSpec
+from ._progress import Counts, Progress
 
 log = logging.getLogger("metricbus")
 
 TICK = 0.05  # seconds between acks and stats snapshots (measured: waking the trainer every 10 ms
 # cost a GIL-holding step +3% more on a 2-core machine; replies to FLUSH and CLOSE never wait)
-
-
-class _Counts(msgspec.Struct):
-    """A route's settled state, as recorded for a successor: every batch up to `done` settled,
-    and `partial` of this route's events of batch done + 1; with the counters at that moment."""
-
-    done: int = 0
-    partial: int = 0
-    delivered: int = 0
-    dropped: dict[str, int] = {}
-    reduced: int = 0
-
-
-class _Progress:
-    """The progress record: one small length-prefixed msgpack blob, rewritten in place each tick
-    (a single pwrite, which a kill cannot tear)."""
-
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / "progress"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._last = b""
-
-    def read(self) -> dict[str, _Counts]:
-        data = os.pread(self._fd, 1 << 24, 0)
-        if len(data) < 4:
-            return {}
-        size = int.from_bytes(data[:4], "little")
-        try:
-            return msgspec.msgpack.decode(data[4 : 4 + size], type=dict[str, _Counts])
-        except msgspec.DecodeError:
-            return {}
-
-    def write(self, counts: Mapping[str, _Counts]) -> None:
-        body = msgspec.msgpack.encode(counts)
-        if body != self._last:
-            os.pwrite(self._fd, len(body).to_bytes(4, "little") + body, 0)
-            self._last = body
 
 
 class _Replies:
@@ -145,8 +110,8 @@ class Host:
         self.fd_in = fd_in
         self.replies = _Replies(fd_out)
         self.bus = MetricBus(shutdown_timeout=hello.shutdown_timeout, raise_on_loss=False)
-        self.progress = _Progress(Path(hello.state_dir))
-        self.resumed: dict[str, _Counts] = self.progress.read() if hello.resume else {}
+        self.progress = Progress(Path(hello.state_dir))
+        self.resumed: dict[str, Counts] = self.progress.read() if hello.resume else {}
         self.received = 0  # the last batch received and handed to the routes
         self.acked = 0
         # (seq, each route's `published` right after that batch), oldest first, until acked
@@ -192,7 +157,7 @@ class Host:
             try:
                 return os.read(self.fd_in, 1 << 20)
             except BlockingIOError:
-                if self._parent_gone():  # nothing more can come: what was sent is all read
+                if self._parent_gone() or _terminated:  # nothing more comes: what was sent is all read
                     return b""
                 with anyio.move_on_after(0.2):
                     await anyio.wait_readable(self.fd_in)
@@ -253,13 +218,12 @@ class Host:
             share = _accepted(events, route)[self._settled_before(route.name, seq) :]
             try:
                 await self._offer(route, share)
-            except BaseException:  # the shutdown deadline: count what this batch did not deliver
+            except BaseException:  # the shutdown deadline: what this batch did not offer is saved
                 self.received = seq
-                if share:
-                    route.count_lost(len(share), DropReason.SHUTDOWN_TIMEOUT)
+                route.save_unoffered(share, DropReason.SHUTDOWN_TIMEOUT)
                 for later in routes[i + 1 :]:
-                    if rest := _accepted(events, later)[self._settled_before(later.name, seq) :]:
-                        later.count_lost(len(rest), DropReason.SHUTDOWN_TIMEOUT)
+                    rest = _accepted(events, later)[self._settled_before(later.name, seq) :]
+                    later.save_unoffered(rest, DropReason.SHUTDOWN_TIMEOUT)
                 raise
         self.received = seq
         self.marks.append((seq, {route.name: route.published for route in routes}))
@@ -308,7 +272,7 @@ class Host:
             self.replies.send(Op.ACK, acked)
         self.replies.send_snapshot(self._stats_body())
 
-    def _counts(self, route: Route, settled: int) -> _Counts:
+    def _counts(self, route: Route, settled: int) -> Counts:
         done, base = self.base.get(route.name, (self.acked, 0))
         for seq, published in self.marks:
             n = published.get(route.name, 0)
@@ -316,7 +280,7 @@ class Host:
                 break
             done, base = seq, n
         reduced = route.reducer.reduced if route.reducer is not None else 0
-        return _Counts(done, settled - base, route.delivered, dict(route.dropped), reduced)
+        return Counts(done, settled - base, route.delivered, dict(route.dropped), reduced)
 
     def _stats_body(self) -> bytes:
         """The sinks' stats, with the last batch they count: [received, {name: SinkStats}]."""
@@ -354,32 +318,18 @@ class Host:
         return os.getppid() != self.hello.parent
 
     async def _close(self) -> None:
-        """Deliver what was read, within the shutdown deadline, then close every sink; what is
-        still unread then is counted, per sink, as lost to the shutdown timeout."""
+        """Deliver what was read, within the shutdown deadline, then close every sink. Batches
+        still unread then are not this host's to count: the training process still holds them,
+        and saves them (it knows from the reply how far this host got)."""
         self._start_closing()
         if self.close_request is None and self._buffer:
             log.error("sink host: the trainer's last frame was cut off (%d bytes)", len(self._buffer))
         await self.bus.aclose(timeout=max(0.0, self.deadline - time.monotonic()))
-        self._count_unread()
         self._report()
         final = self._stats_body()
         if self.close_request is not None:
             self.replies.send(Op.CLOSED, self.close_request, final)
         await self.replies.drain(2.0)
-
-    def _count_unread(self) -> None:
-        """Batches the deadline left unread (a full sink held the host up): counted, never lost
-        silently."""
-        if self.close_request is None:
-            with contextlib.suppress(OSError):
-                while data := os.read(self.fd_in, 1 << 20):
-                    self._buffer += data
-        for op, seq, body in wire.iter_frames(self._buffer):
-            if op == Op.BATCH and seq > self.received:
-                with contextlib.suppress(InvalidEvent):
-                    self.bus.count_lost(wire.item_kinds(wire.decode(body)), DropReason.SHUTDOWN_TIMEOUT)
-                self.received = seq
-        self._buffer.clear()
 
 
 class _Unloadable(Sink):
@@ -447,9 +397,17 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
+_terminated = False  # SIGTERM came: finish what the pipe holds, then close
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    global _terminated
+    _terminated = True
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     fd_in, fd_out = os.dup(0), os.dup(1)
     os.dup2(2, 1)  # a sink that prints must not corrupt the reply stream
     try:
