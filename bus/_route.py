@@ -33,6 +33,7 @@ from ._buffer import SinkBuffer
 from ._config import SinkConfig
 from ._errors import InvalidSinkResult
 from ._events import Event
+from ._file_locks import RUNTIME_MISTAKES
 from ._rate import Reducer
 from ._sink import Sink
 from ._sink_thread import SinkThread
@@ -45,9 +46,11 @@ _NEVER = math.inf
 
 
 def is_down(exc: BaseException) -> bool:
-    """Does this failure say the destination is down (rather than that the events are bad)?
-    OSError and its kin: a full disk, a missing share, a refused connection, a timeout."""
-    return isinstance(exc, OSError)  # ConnectionError and TimeoutError are OSErrors
+    """Does this failure say the destination is down (rather than that the events are bad, or the
+    sink was set up wrong)? OSError and its kin: a full disk, a missing share, a refused
+    connection, a timeout; not a path that can never be written (a folder given for a file, a
+    read-only filesystem, no permission): that is a mistake, and the sink fails."""
+    return isinstance(exc, OSError) and exc.errno not in RUNTIME_MISTAKES  # ConnectionError, TimeoutError too
 
 
 class _Failed(Exception):

@@ -61,6 +61,13 @@ class Sink(ABC):
         its own output; a sink with none keeps them in the user's data directory."""
         return None
 
+    def exclusive_paths(self) -> tuple[Path, ...]:
+        """The files (or folders) this sink writes that no other process may write at the same
+        time. The bus locks them for its process at `add_sink` (another process given one of them
+        gets `InvalidConfig` there, naming the holder) and releases them when it closes; taking
+        the lock also checks that the path can be written at all."""
+        return ()
+
     @property
     def name(self) -> str:
         """The default name of this sink on a bus (`add_sink(..., name=...)` overrides it)."""

@@ -168,6 +168,8 @@ class CsvSink(Sink):
         if layout not in ("long", "wide"):
             raise InvalidConfig(f"layout must be 'long' or 'wide', got {layout!r}")
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InvalidConfig(f"CsvSink({str(path)!r}): that is a folder; give the path of a file in it")
         self.layout = layout
         self._file = RecordFile(self.path)
         self._wide = _WideTable()  # the header's columns and the open rows, as far as they are on disk
@@ -176,6 +178,9 @@ class CsvSink(Sink):
     @property
     def output_dir(self) -> Path | None:
         return self.path.parent
+
+    def exclusive_paths(self) -> tuple[Path, ...]:
+        return (self.path,)
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from bus import Event, Sink
+from bus import Event, InvalidConfig, Sink
 
 from ._record_file import RecordFile
 
@@ -111,11 +111,16 @@ class JsonlSink(Sink):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InvalidConfig(f"JsonlSink({str(path)!r}): that is a folder; give the path of a file in it")
         self._file = RecordFile(self.path)
 
     @property
     def output_dir(self) -> Path | None:
         return self.path.parent
+
+    def exclusive_paths(self) -> tuple[Path, ...]:
+        return (self.path,)
 
     @property
     def name(self) -> str:

@@ -23,8 +23,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from bus import Audio, Event, Histogram, Hparams, Image, Metrics, Scalar, Sink, Text, Video, metric_items
+from bus import (
+    Audio,
+    Event,
+    Histogram,
+    Hparams,
+    Image,
+    InvalidConfig,
+    Metrics,
+    Scalar,
+    Sink,
+    Text,
+    Video,
+    metric_items,
+)
 
 from ._audio import encode_wav
 from ._jsonl import encode_lines
@@ -80,6 +94,41 @@ class _Writes:
     images: dict[str, bytes] = field(default_factory=dict)  # artifact path -> PNG bytes
 
 
+# The tracking URI schemes MLflow's client resolves (a store plugin can add more: name it with
+# its scheme and it passes too, if the plugin is installed in this process).
+_SCHEMES = frozenset(
+    {"", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc"}
+)
+
+
+def _check_tracking_uri(uri: object) -> None:
+    """A tracking URI MLflow can use, checked at the call: a typo would otherwise surface seconds
+    later in the sink host, as an unrelated-looking MLflow error."""
+    if uri is None:
+        return
+    if not isinstance(uri, str) or not uri.strip():
+        raise InvalidConfig(f"MLflowSink: tracking_uri must be a non-empty string or None, got {uri!r}")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0].lower()
+    if len(scheme) == 1:  # a Windows drive letter: a local path
+        return
+    if scheme not in _SCHEMES and not _plugin_scheme(scheme):
+        raise InvalidConfig(
+            f"MLflowSink: tracking_uri {uri!r}: unknown scheme {parts.scheme!r} (e.g. http, https, sqlite, file)"
+        )
+    if scheme in ("http", "https") and not parts.netloc:
+        raise InvalidConfig(f"MLflowSink: tracking_uri {uri!r} has no host (write {scheme}://host:port)")
+    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        raise InvalidConfig(f"MLflowSink: tracking_uri {uri!r}: a SQLite store is sqlite:///path/to/file.db")
+
+
+def _plugin_scheme(scheme: str) -> bool:
+    """Does an installed MLflow plugin register this tracking scheme (entry points, no import)?"""
+    from importlib.metadata import entry_points
+
+    return any(ep.name == scheme for ep in entry_points(group="mlflow.tracking_store"))
+
+
 class MLflowSink(Sink):
     """Logs every event type to MLflow: a local sqlite store, `<dir>/mlruns.db` with artifacts in
     `<dir>/artifacts`, by default (MLFLOW_TRACKING_URI is not consulted), or the tracking server
@@ -121,6 +170,7 @@ class MLflowSink(Sink):
         artifact_location: str | None = None,
         max_open_runs: int = MAX_OPEN_RUNS,
     ) -> None:
+        _check_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import anyio
 
@@ -33,6 +33,7 @@ from bus import (
     Histogram,
     Hparams,
     Image,
+    InvalidConfig,
     Metrics,
     RateLimit,
     RunConfig,
@@ -53,6 +54,22 @@ log = logging.getLogger("metricbus")
 
 T = TypeVar("T")
 Mode = Literal["offline", "online", "disabled"]
+
+# W&B refuses these in a project name (wandb.sdk.wandb_settings.Settings.validate_project), but only
+# once the run starts, seconds later, in the sink host: checked here, at the call.
+_PROJECT_CHARS = frozenset("/\\#?%:")
+_PROJECT_LEN = 128
+
+
+def _check_project(project: object) -> None:
+    if not isinstance(project, str) or not project.strip():
+        raise InvalidConfig(f"WandbSink: project must be a non-empty string, got {project!r}")
+    bad = sorted(_PROJECT_CHARS & set(project))
+    if bad or len(project) > _PROJECT_LEN:
+        why = f"cannot contain {' '.join(bad)}" if bad else f"is longer than {_PROJECT_LEN} characters"
+        raise InvalidConfig(f"WandbSink: project {project!r} {why} (W&B refuses it)")
+
+
 Row = tuple[str, int, dict[str, Any]]  # origin label, step, values for one run.log call
 
 STEP_KEY = "metricbus/step"
@@ -115,6 +132,9 @@ class WandbSink(Sink):
                 f"WandbSink sets {sorted(taken)} itself (one run per origin, named by its label; "
                 "run_name and run_id name the default origin's run)"
             )
+        _check_project(project)
+        if mode not in get_args(Mode):
+            raise InvalidConfig(f"WandbSink: mode must be one of {', '.join(get_args(Mode))}, got {mode!r}")
         self.project = project
         self.mode = mode
         # group="" asks for no group of ours (wandb's own default, WANDB_RUN_GROUP included)

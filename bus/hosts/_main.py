@@ -38,7 +38,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .. import wire
+from .. import _file_locks, wire
 from .._bus import MetricBus
 from .._errors import InvalidEvent
 from .._events import EVENT_TYPES, Event
@@ -417,6 +417,7 @@ def main() -> None:
     if op != Op.HELLO:
         raise SystemExit(f"sink host: expected HELLO, got op {op}")
     hello = msgspec.msgpack.decode(body, type=Hello)
+    _file_locks.hold_locks = False  # the trainer holds its sinks' locks (`add_sink` took them there)
     # Every batch makes thousands of short-lived events (not tracked: gc=False) and rows; the
     # collector's default thresholds would walk the heap many times a second for nothing here.
     gc.freeze()
