@@ -24,6 +24,58 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 RUN_ELSEWHERE = {DOCS / "notes" / "integrations.md"}
 PAGES = [README, *(p for p in sorted(DOCS.rglob("*.md")) if p not in RUN_ELSEWHERE)]
+# Tags a page's content may hold. Any other tag is text that Markdown took for HTML (a docstring's
+# "<sink name>" outside backticks) and that the browser hides.
+CONTENT_TAGS = set(
+    [
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "code",
+        "dd",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "input",
+        "kbd",
+        "label",
+        "li",
+        "mark",
+        "ol",
+        "p",
+        "path",
+        "pre",
+        "s",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "summary",
+        "sup",
+        "svg",
+        "table",
+        "tbody",
+        "td",
+        "th",
+        "thead",
+        "tr",
+        "u",
+        "ul",
+    ]
+)
 # public name -> the API reference page that documents it
 API_PAGES = {
     "bus": "bus",
@@ -78,6 +130,10 @@ def test_the_site_builds_strictly_with_every_public_name_in_the_api_reference(tm
         timeout=240,
     )
     assert build.returncode == 0, build.stdout[-3_000:] + build.stderr[-5_000:]
+    for page in site.rglob("*.html"):
+        content = page.read_text().partition('<article class="md-content__inner md-typeset">')[2]
+        stray = set(re.findall(r"</?([A-Za-z][\w-]*)", content.partition("</article>")[0])) - CONTENT_TAGS
+        assert not stray, f"{page.relative_to(site)}: text taken for HTML tags {sorted(stray)}"
     for module_name, page in API_PAGES.items():
         html = (site / "api" / page / "index.html").read_text()
         anchors = set(re.findall(r'id="([\w.]+)"', html))
