@@ -26,56 +26,13 @@ RUN_ELSEWHERE = {DOCS / "notes" / "integrations.md"}
 PAGES = [README, *(p for p in sorted(DOCS.rglob("*.md")) if p not in RUN_ELSEWHERE)]
 # Tags a page's content may hold. Any other tag is text that Markdown took for HTML (a docstring's
 # "<sink name>" outside backticks) and that the browser hides.
-CONTENT_TAGS = set(
-    [
-        "a",
-        "abbr",
-        "b",
-        "blockquote",
-        "br",
-        "code",
-        "dd",
-        "details",
-        "div",
-        "dl",
-        "dt",
-        "em",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "hr",
-        "i",
-        "img",
-        "input",
-        "kbd",
-        "label",
-        "li",
-        "mark",
-        "ol",
-        "p",
-        "path",
-        "pre",
-        "s",
-        "small",
-        "span",
-        "strong",
-        "sub",
-        "summary",
-        "sup",
-        "svg",
-        "table",
-        "tbody",
-        "td",
-        "th",
-        "thead",
-        "tr",
-        "u",
-        "ul",
-    ]
-)
+# fmt: off
+CONTENT_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "code", "dd", "details", "div", "dl", "dt", "em", "h1", "h2", "h3", "h4",
+    "h5", "h6", "hr", "i", "img", "input", "kbd", "label", "li", "mark", "ol", "p", "path", "pre", "s", "small",
+    "span", "strong", "sub", "summary", "sup", "svg", "table", "tbody", "td", "th", "thead", "tr", "u", "ul",
+}
+# fmt: on
 # public name -> the API reference page that documents it
 API_PAGES = {
     "bus": "bus",
