@@ -1,4 +1,4 @@
-"""Outages are not losses: measured on disk (the README's Reliability rows).
+"""Outages are not losses: measured on disk (the Reliability page's rows, docs/reliability.md).
 
 1. A JSONL sink whose disk is full (ENOSPC) for the first 6 s of a 12 s run of ~1 ms steps,
    default options: events in the file / logged, in order, the slowest logging call, and how

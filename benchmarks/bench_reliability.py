@@ -3,7 +3,7 @@
 Runs the child of tests/test_exit_paths.py (a MetricLogger with CSV + JSONL + TensorBoard sinks,
 no `with`, no close()) through each exit path once and counts what is on disk with csv.reader,
 read_jsonl and TensorBoard's EventAccumulator; for hung sinks, how long the process took to exit
-after it stopped logging. The README's Reliability table quotes this script's output.
+after it stopped logging. The Reliability page (docs/reliability.md) quotes this script's output.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class SinkConfig(msgspec.Struct, frozen=True):
     when_full:    "block" (lossless; publishers wait), "drop_oldest", "drop_newest", or "spill"
                   (lossless, publishers never wait: the overflow goes to an on-disk spool in
                   `spool_dir`, at most `spool_limit` bytes, and back to the sink in order).
-    spool_dir:    the sink's spool directory (default metricbus-spool/<sink name>); also where
+    spool_dir:    the sink's spool directory (default `metricbus-spool/<sink name>`); also where
                   what a failed or abandoned sink missed is saved, for `metricbus replay`.
     rate:         a `RateLimit`: fewer, reduced rows for this sink (None: every event).
     call_timeout: seconds one call of the sink (open, write_batch, flush, close) may take; past

@@ -109,7 +109,7 @@ class _Read:
 
 
 class RedisSource:
-    """Read `stream` at `url` as consumer `consumer` (default 'aggregator-<host>') of `group`
+    """Read `stream` at `url` as consumer `consumer` (default `aggregator-<host>`) of `group`
     and publish its events onto the bus: `bus.add_producer(RedisSource(url))`, or
     `log.add_producer(...)` on a MetricLogger. `count`: entries per read; `block`: seconds a read
     waits for new entries (also how soon `stop()` is noticed)."""

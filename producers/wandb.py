@@ -18,7 +18,7 @@ WANDB_MODE says online; with mode="disabled" only the other sinks are written. E
 wandb`), which writes W&B-shaped runs into a store of its own.
 
 `Histogram`, `Image` and `Audio` are mapped to events; `Video`, `Table` and W&B's other media
-raise `InvalidEvent` naming what to log instead. See README "W&B scripts, unchanged".
+raise `InvalidEvent` naming what to log instead. See docs/drop-ins.md, "W&B scripts, unchanged".
 """
 
 from __future__ import annotations

@@ -423,11 +423,11 @@ async def test_pending_entries_of_a_dead_consumer_are_taken_over(server: RedisSe
     assert stats.duplicates == 1 and stats.recovered_entries == 1 and stats.recovered_events == 1
 
 
-# ---- the README's two-terminal example, as written (only the server's address differs) ----
+# ---- the docs' two-terminal example (docs/many-processes.md), as written (only the server's address differs) ----
 
 
-def test_the_readmes_two_terminal_example_runs_as_written(server: RedisServer, tmp_path: Path) -> None:
-    section = (ROOT / "README.md").read_text().split("## Many processes and machines", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_two_terminal_example_runs_as_written(server: RedisServer, tmp_path: Path) -> None:
+    section = (ROOT / "docs" / "many-processes.md").read_text().split("## Two terminals", 1)[1].split("\n## ", 1)[0]
     plan = section.split("```toml\n", 1)[1].split("```", 1)[0]
     script = section.split("```python redis\n", 1)[1].split("```", 1)[0]
     readme_url = "redis://127.0.0.1:6379/0"
