@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint docs clean
+.PHONY: test test-loaded demo bench lint docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The same suite beside two CPU-bound processes, as on a busy CI machine (tests/conftest.py).
+test-loaded: $(STAMP)
+	METRICBUS_TEST_HOGS=2 $(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(VENV)/bin/metricbus demo

@@ -1,8 +1,31 @@
-"""Shared fixtures: anyio runs on asyncio (the backend MetricLogger uses)."""
+"""Shared fixtures: anyio runs on asyncio (the backend MetricLogger uses).
+
+`METRICBUS_TEST_HOGS=N` (`make test-loaded`) runs the whole session beside N CPU-bound processes,
+as a busy CI machine would: every test must hold there too.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cpu_hogs() -> Iterator[None]:
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(int(os.environ.get("METRICBUS_TEST_HOGS", "0")))
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 @pytest.fixture
