@@ -41,6 +41,7 @@ from ._events import (
     Text,
     Video,
 )
+from ._file_locks import check_folder
 from ._flatten import metric_items
 from ._rate import RateLimit
 from ._sink import Sink
@@ -93,6 +94,7 @@ __all__ = [
     "as_step",
     "as_value",
     "check_delivery",
+    "check_folder",
     "delivery_failures",
     "describe_failure",
     "known_names",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ._errors import InvalidConfig
 
-__all__ = ["MISTAKES", "RUNTIME_MISTAKES", "hold_locks", "lock_path"]
+__all__ = ["MISTAKES", "RUNTIME_MISTAKES", "check_folder", "hold_locks", "lock_path"]
 
 #: errno values that say a path can never be written as given (not: not yet).
 MISTAKES = frozenset(
@@ -84,6 +84,31 @@ def lock_path(path: Path, sink_name: str) -> int | None:
     except OSError:  # a filesystem without locks: nothing to enforce there
         return fd
     return fd
+
+
+def check_folder(path: Path, sink_name: str) -> None:
+    """Raise `InvalidConfig` now if the folder `path` can never be made or written (a part of it is
+    a file, a read-only filesystem, /sys, /proc); a full disk passes (an outage, waited out). For
+    sinks that write a folder other processes may share (TensorBoard logdirs): nothing is locked,
+    and nothing is created."""
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            return
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidConfig(f"sink {sink_name!r} cannot write {path}: {_WHY[errno.ENOTDIR]} ({existing})")
+    if not os.access(existing, os.W_OK) or _read_only(existing):
+        raise InvalidConfig(f"sink {sink_name!r} cannot write {path}: {existing} is not writable")
+
+
+def _read_only(folder: Path) -> bool:
+    """A read-only filesystem, or one no file can be created in (sysfs, procfs)."""
+    try:
+        flags = os.statvfs(folder).f_flag
+    except OSError:
+        return False
+    return bool(flags & os.ST_RDONLY) or str(folder.resolve()).split("/")[1:2] in (["proc"], ["sys"])
 
 
 def _holder(fd: int) -> int | None:

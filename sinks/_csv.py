@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+import anyio
+
 from bus import Event, InvalidConfig, Metrics, Scalar, Sink, metric_items
 
 from ._record_file import RecordFile
@@ -162,6 +164,11 @@ class CsvSink(Sink):
     Its default name is "csv:" and the path as given, so sinks on different files never clash.
     """
 
+    # Its file I/O goes through aiofiles (a worker thread per call), so its methods only await:
+    # the bus (or the sink host) serves it on its own loop, no thread of its own, no hop per batch;
+    # a hung disk is abandoned at call_timeout like any call.
+    blocking = False
+
     accepts = (Scalar, Metrics)
 
     def __init__(self, path: str | Path, *, layout: Literal["long", "wide"] = "long") -> None:
@@ -191,7 +198,7 @@ class CsvSink(Sink):
         return encode_rows([LONG_HEADER if self.layout == "long" else WIDE_FIXED])
 
     async def open(self) -> None:
-        header, end = self._inspect()  # blocking is fine: the sink has its own thread
+        header, end = await anyio.to_thread.run_sync(self._inspect)  # reads the file: off the loop
         if self.layout == "long":
             if header is not None and tuple(header) != LONG_HEADER:
                 raise InvalidConfig(f"{self.path} exists with another header: {header}")

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from bus import Event, InvalidConfig, Sink
@@ -109,6 +110,9 @@ class JsonlSink(Sink):
     Its default name is "jsonl:" and the path as given, so sinks on different files never clash.
     """
 
+    # aiofiles does its I/O (see CsvSink): served on the bus's or the sink host's own loop.
+    blocking = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.is_dir():
@@ -127,7 +131,7 @@ class JsonlSink(Sink):
         return f"jsonl:{self.path.as_posix()}"
 
     async def open(self) -> None:
-        await self._file.open(_lines_end(self.path))  # blocking is fine: the sink has its own thread
+        await self._file.open(await anyio.to_thread.run_sync(_lines_end, self.path))  # reads the file: off the loop
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         await self._file.append(encode_lines(events))  # unbuffered: in the OS once this returns

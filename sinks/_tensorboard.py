@@ -44,6 +44,7 @@ from bus import (
     Sink,
     Text,
     Video,
+    check_folder,
 )
 
 from ._open_set import OpenSet
@@ -223,6 +224,7 @@ class TensorBoardSink(Sink):
         max_open_runs: int = MAX_OPEN_RUNS,
     ) -> None:
         self.logdir = Path(logdir)
+        check_folder(self.logdir, self.name)  # a mistake fails here, not seconds later in a sink host
         self.filename_suffix = filename_suffix
         self.histogram_bins = histogram_bins
         self._runs: dict[Origin, _Run] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import DeliveryError, Event, MetricBus, Metrics, RetryPolicy, Scalar, Sink, SinkState
+from bus import DeliveryError, Event, InvalidConfig, MetricBus, Metrics, RetryPolicy, Scalar, Sink, SinkState
 from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, TensorBoardSink, WandbSink, read_jsonl
 from tests.isolated_sinks import append_call, refuse_call
 
@@ -92,6 +92,7 @@ class Case:
     make: Callable[[Path], Sink]
     broken: Callable[[Path], Sink]
     read: Callable[[Path], set[Point]] | None  # None: output lives in the sink object (MemorySink)
+    mistake: bool = False  # the broken destination is a mistake (InvalidConfig at the call), not an outage
 
 
 def _blocked(tmp: Path) -> Path:
@@ -107,15 +108,28 @@ def _mkdir(path: Path) -> Path:
 
 CASES = [
     Case("memory", lambda p: MemorySink(), lambda p: CallbackSink(refuse_call, per="batch"), None),
-    Case("csv-long", lambda p: CsvSink(p / "m.csv"), lambda p: CsvSink(_blocked(p)), read_long_csv),
-    Case("csv-wide", lambda p: CsvSink(p / "m.csv", layout="wide"), lambda p: CsvSink(_blocked(p)), read_wide_csv),
+    Case("csv-long", lambda p: CsvSink(p / "m.csv"), lambda p: CsvSink(_blocked(p)), read_long_csv, mistake=True),
+    Case(
+        "csv-wide",
+        lambda p: CsvSink(p / "m.csv", layout="wide"),
+        lambda p: CsvSink(_blocked(p)),
+        read_wide_csv,
+        mistake=True,
+    ),
     Case(
         "jsonl",
         lambda p: JsonlSink(p / "e.jsonl"),
         lambda p: JsonlSink(_blocked(p)),
         lambda p: points(read_jsonl(p / "e.jsonl")),
+        mistake=True,
     ),
-    Case("tensorboard", lambda p: TensorBoardSink(p / "tb"), lambda p: TensorBoardSink(_blocked(p)), read_tensorboard),
+    Case(
+        "tensorboard",
+        lambda p: TensorBoardSink(p / "tb"),
+        lambda p: TensorBoardSink(_blocked(p)),
+        read_tensorboard,
+        mistake=True,
+    ),
     Case(
         "wandb",
         lambda p: WandbSink(project="contract", dir=_mkdir(p / "wb")),
@@ -163,9 +177,16 @@ async def test_everything_published_comes_out_in_batches_and_counters_balance(
 
 
 async def test_a_destination_that_is_down_fails_only_its_own_sink(case: Case, tmp_path: Path) -> None:
-    """Every broken destination here is an outage (a path under a file, a refused connection, a
-    service that does not start in time): the sink is down until the bus closes, then failed, and
-    every event it missed is counted as such ("sink_down")."""
+    """A broken destination is either a mistake (a file sink's path under a regular file):
+    `InvalidConfig` at the call, before anything is published; or an outage (a refused
+    connection, a service that does not start in time): the sink is down until the bus closes,
+    then failed, and every event it missed is counted as such ("sink_down")."""
+    if case.mistake:
+        async with MetricBus() as bus:
+            with pytest.raises(InvalidConfig, match="not a folder"):
+                bus.add_sink(case.broken(tmp_path))
+            assert bus.sink_names == []
+        return
     healthy = MemorySink("healthy")
     with pytest.raises(DeliveryError):
         async with MetricBus() as bus:
