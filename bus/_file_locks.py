@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from ._errors import InvalidConfig
@@ -59,8 +60,8 @@ hold_locks = True
 def lock_path(path: Path, sink_name: str) -> int | None:
     """Lock `path` (a file, created if missing, or an existing or new folder when it ends in a
     separator or already is one) for this process; returns the locked fd, to close on release.
-    None when the disk refuses for a reason that can pass (full, quota): the sink then finds it
-    down and waits. Raises `InvalidConfig` for a path that cannot be written or another process
+    None when there is nothing to lock (a device such as /dev/null, a FIFO) or the disk refuses
+    for a reason that can pass (full, quota): the sink then finds it down and waits. Raises `InvalidConfig` for a path that cannot be written or another process
     holds."""
     folder = path.is_dir()
     try:
@@ -70,6 +71,9 @@ def lock_path(path: Path, sink_name: str) -> int | None:
         if exc.errno in MISTAKES:
             why = _WHY.get(exc.errno or 0, exc.strerror or str(exc))
             raise InvalidConfig(f"sink {sink_name!r} cannot write {path}: {why} ({exc.strerror})") from None
+        return None
+    if not folder and not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: no file to protect
+        os.close(fd)
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -42,7 +42,7 @@ from .._sink import Sink
 from .._spool import save_events, spool_dir_of
 from .._stats import DropReason, SinkState, SinkStats, accepted_share
 from ..wire import Op
-from ._messages import Hello, SinkSpec
+from ._messages import STOPPED_ON_REQUEST, Hello, SinkSpec
 from ._outbox import Outbox
 from ._progress import Counts, read_progress
 from ._pump import Pump
@@ -96,6 +96,7 @@ class HostLink:
         self.restarts = 0
         self.closed = False
         self.dead: str | None = None  # why the host was given up on: its batches are only kept
+        self.stopped = False  # the host stopped on request (SIGTERM): another starts when needed
         self.outbox = Outbox(self.state_dir / "outbox")
         self._lock = threading.RLock()
         self._replies = bytearray()
@@ -140,15 +141,16 @@ class HostLink:
 
     @property
     def backlog_events(self) -> int:
-        """Events sent that the host's pipe has not taken yet (0 once the host is given up on:
-        nothing waits for it then, its batches are kept to be saved)."""
-        return self.outbox.unwritten_events
+        """Events sent that the host's pipe has not taken yet (0 while there is no host to wait
+        for: given up on, or stopped on request; its batches are kept meanwhile)."""
+        return 0 if self.stopped else self.outbox.unwritten_events
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until the host has written and flushed everything sent before; False on timeout.
         A host given up on has nothing more to flush: its events are kept to be saved."""
         if self.dead is not None:
             return True
+        self._start_again()
         done = self._request(Op.FLUSH)
         return done.wait(timeout)
 
@@ -163,6 +165,7 @@ class HostLink:
             self._deadline = time.monotonic() + self.shutdown_timeout
         if self.dead is not None:
             return
+        self._start_again()
         self._close_request = self._request(Op.CLOSE)
         with contextlib.suppress(OSError):  # the clock starts now, even if the host is behind
             os.write(self._control, b"\0")
@@ -236,16 +239,20 @@ class HostLink:
     @property
     def reply_fd(self) -> int | None:
         proc = self._proc
-        return None if proc is None or proc.stdout is None or self.closed else proc.stdout.fileno()
+        if proc is None or proc.stdout is None or proc.stdout.closed or self.closed:
+            return None
+        return proc.stdout.fileno()
 
     @property
     def data_fd(self) -> int | None:
         proc = self._proc
-        return None if proc is None or proc.stdin is None or self.closed else proc.stdin.fileno()
+        if proc is None or proc.stdin is None or proc.stdin.closed or self.closed:
+            return None
+        return proc.stdin.fileno()
 
     def serve(self, *, readable: bool, writable: bool) -> None:
         """One turn of the pump: write what waits, read replies, replace a dead host."""
-        if self.closed or self.dead is not None:
+        if self.closed or self.dead is not None or self.stopped:
             return
         if writable:
             with self._lock:
@@ -297,11 +304,11 @@ class HostLink:
 
     def _write(self) -> bool:
         """Write from the outbox without blocking (lock held); True if some is left."""
-        proc = self._proc
-        if proc is None or proc.stdin is None or self.dead is not None:
+        fd = self.data_fd
+        if fd is None or self.dead is not None or self.stopped:
             return False
         try:
-            return self.outbox.write(proc.stdin.fileno())
+            return self.outbox.write(fd)
         except OSError:  # the host died: the pump notices on its reply pipe and starts another
             return False
 
@@ -315,11 +322,11 @@ class HostLink:
 
     def _read_replies(self) -> bool:
         """Read and handle what the host wrote; False when its end closed (it died or exited)."""
-        proc = self._proc
-        if proc is None or proc.stdout is None:
+        fd = self.reply_fd
+        if fd is None:
             return True
         try:
-            data = os.read(proc.stdout.fileno(), 1 << 20)
+            data = os.read(fd, 1 << 20)
         except BlockingIOError:
             return True
         except OSError:
@@ -360,6 +367,12 @@ class HostLink:
                 code = proc.wait(1.0)
         if self._closed_cleanly or self.closed:  # it closed as asked
             return
+        if code == STOPPED_ON_REQUEST and not self._closing:
+            log.info("metricbus: sink host %s stopped on request; another starts when needed", self.label)
+            with self._lock:
+                self.stopped = True
+                self._close_pipes()
+            return
         now = time.monotonic()
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW:
@@ -371,10 +384,21 @@ class HostLink:
         with self._lock:
             self.restarts += 1
             self._close_pipes()
-            self._start(resume=True)
-            self.outbox.requeue(self._resend())
-            self.received = self.acked
-            self._write()
+            self._replace()
+
+    def _start_again(self) -> None:
+        """A host stopped on request: start another now (its predecessor settled what it says)."""
+        with self._lock:
+            if self.stopped and self.dead is None:
+                self.stopped = False
+                self._replace()
+
+    def _replace(self) -> None:
+        """Start a host that resumes where the last one stopped (lock held)."""
+        self._start(resume=True)
+        self.outbox.requeue(self._resend())
+        self.received = self.acked
+        self._write()
         self.pump.wake()
 
     def _give_up(self, why: str) -> None:

@@ -10,8 +10,10 @@ It outlives its trainer: when the trainer dies (stdin ends, or the parent proces
 delivers everything it received, closes every sink and exits. Ctrl-C to the process group is the
 trainer's to handle: the host ignores it and is closed by the trainer. SIGTERM is a request to
 stop (a notebook kernel shutting down terminates its children, a batch scheduler its job): the
-host reads what is already in its pipe, delivers it, closes its sinks and exits; the trainer sees
-it gone and starts another for what it still ships (its outbox kept everything unacknowledged). A
+host reads what is already in its pipe, delivers it, closes its sinks and exits with
+`STOPPED_ON_REQUEST`; the trainer keeps what it ships meanwhile (its outbox) and starts another
+host when it needs one (a flush, its close), not at once: a kernel shutting down would only
+terminate that one too. A
 byte on the control pipe means "the trainer is closing": the shutdown clock starts even while the
 host is blocked behind a full sink.
 
@@ -46,7 +48,7 @@ from .._route import Route
 from .._sink import Sink
 from .._stats import DropReason
 from ..wire import Op
-from ._messages import Hello, SinkSpec
+from ._messages import STOPPED_ON_REQUEST, Hello, SinkSpec
 from ._progress import Counts, Progress
 
 log = logging.getLogger("metricbus")
@@ -438,7 +440,9 @@ def main() -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)  # sink threads a hung sink left behind must not hold the exit
+        # sink threads a hung sink left behind must not hold the exit; the code tells the trainer
+        # whether it stopped because it was asked to (SIGTERM): then it is started again on demand
+        os._exit(STOPPED_ON_REQUEST if _terminated else 0)
 
 
 if __name__ == "__main__":
