@@ -404,12 +404,18 @@ def test_cli_replays_a_jsonl_log_and_tensorboard_runs_end_to_end(
 def test_cli_exits_1_when_a_sink_does_not_get_every_event(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "run.jsonl"
     write(recorded()[:10], JsonlSink(source))
-    (tmp_path / "file").write_text("not a directory")
-    good, bad = tmp_path / "good.jsonl", tmp_path / "file" / "out.csv"
+    good, bad = tmp_path / "good.jsonl", tmp_path / "theirs.csv"
+    bad.write_bytes(b"a,b,c\r\n1,2,3\r\n")  # another program's CSV: the sink fails at its open
     assert main(["replay", str(source), "--to", f"jsonl:{good}", "--to", f"csv:{bad}"]) == 1
     out = capsys.readouterr()
     assert "failed" in out.out and "some sinks did not get every event" in out.err
     assert len(read_jsonl(good)) == 10  # the other sink still got everything
+    assert bad.read_bytes() == b"a,b,c\r\n1,2,3\r\n"  # and nothing of theirs was touched
+
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(SystemExit) as exc:  # a path that can never be written: a usage error, at once
+        main(["replay", str(source), "--to", f"csv:{tmp_path / 'file' / 'out.csv'}"])
+    assert exc.value.code == 2 and "not a folder" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as exc:  # a source that is not there: a usage error, nothing written
         main(["replay", str(tmp_path / "nope.jsonl"), "--to", f"csv:{tmp_path}/x.csv"])
