@@ -309,15 +309,22 @@ class Image(_Named, frozen=True, kw_only=True):
     Raw, not PNG: building one costs the caller a copy of the pixels, and each sink encodes them
     as its format needs (TensorBoard and W&B: PNG), on the sink's own thread or worker process.
     `SummaryWriter.add_image` converts arrays and tensors of other layouts and dtypes into this.
+
+    `sequence`: the name of a list of images this one belongs to (`wandb.log({"samples": [a,
+    b]})` makes `samples/0` and `samples/1` with sequence "samples"): the W&B sink logs them as
+    one list under that name, as wandb does; other sinks write each under its own name.
     """
 
     pixels: bytes
     height: int
     width: int
     channels: int
+    sequence: str | None = None
 
     def __post_init__(self) -> None:
         as_name(self.name)
+        if self.sequence is not None:
+            as_name(self.sequence, "sequence")
         force_setattr(self, "step", as_step(self.step))
         pixels = as_pixels(self.pixels)
         force_setattr(self, "pixels", pixels)
@@ -409,14 +416,18 @@ class Audio(_Named, frozen=True, kw_only=True):
     """A sound clip at one step: `samples` are 16-bit signed little-endian PCM frames of
     `channels` interleaved samples (1 mono, 2 stereo), `sample_rate` frames a second, at most
     64 MiB. `SummaryWriter.add_audio` converts floats in [-1, 1] as tensorboardX does; sinks wrap
-    the samples in a WAV file (TensorBoard's audio tab, `wandb.Audio`, an MLflow artifact)."""
+    the samples in a WAV file (TensorBoard's audio tab, `wandb.Audio`, an MLflow artifact).
+    `sequence`: as for `Image`, the name of a list of clips logged as one (W&B)."""
 
     samples: bytes
     channels: int = 1
     sample_rate: int = 44100
+    sequence: str | None = None
 
     def __post_init__(self) -> None:
         as_name(self.name)
+        if self.sequence is not None:
+            as_name(self.sequence, "sequence")
         force_setattr(self, "step", as_step(self.step))
         channels = as_choice(self.channels, "channels", AUDIO_CHANNELS)
         force_setattr(self, "channels", channels)

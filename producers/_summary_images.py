@@ -19,15 +19,31 @@ __all__ = [
     "fill_uint8",
     "host_values",
     "image_pixels",
+    "number_values",
     "stack",
     "to_nhwc",
 ]
 
 
 def host_values(values: Any) -> Any:
-    """Torch tensors moved to the CPU as numpy; numpy arrays and sequences as they are."""
+    """Torch tensors moved to the CPU as numpy (bfloat16, which numpy lacks, as float16, as
+    torch.utils.tensorboard's make_np reads it); numpy arrays and sequences as they are."""
     detach = getattr(values, "detach", None)
-    return detach().cpu().numpy() if detach is not None else values
+    if detach is None:
+        return values
+    tensor = detach()
+    if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
+        tensor = tensor.half()  # torch's writer: x.to(torch.float16)
+    return tensor.cpu().numpy()
+
+
+def number_values(values: Any) -> Any:
+    """`host_values`, with a bool array as 0.0 and 1.0: torch's writer reads histograms with
+    `astype(float)`, so a mask's histogram counts its zeros and ones."""
+    host = host_values(values)
+    if getattr(getattr(host, "dtype", None), "kind", None) == "b":
+        return host.astype("float64")
+    return host
 
 
 _GRID_COLUMNS = 8  # tensorboardX's make_grid: a batch of images is drawn 8 to a row

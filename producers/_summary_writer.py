@@ -46,7 +46,16 @@ from bus import (
 from ._frequency import FrequencySpec, LogFrequency
 from ._logger import MetricLogger
 from ._summary_file_writer import FileWriter
-from ._summary_images import as_image_array, close_figure, figure_rgb, host_values, image_pixels, stack, to_nhwc
+from ._summary_images import (
+    as_image_array,
+    close_figure,
+    figure_rgb,
+    host_values,
+    image_pixels,
+    number_values,
+    stack,
+    to_nhwc,
+)
 from ._summary_media import (
     audio_samples,
     boxed_image,
@@ -104,6 +113,17 @@ def _write_purge_record(logdir: Path, step: int, suffix: str) -> None:
 def _check_scalar(name: str, value: Any, step: int, *, wall_time: float | None = None) -> None:
     """write_to_disk=False: check the call as a logged one would be checked, then drop it."""
     Scalar(name, value, step, wall_time=time.time() if wall_time is None else wall_time)
+
+
+def _as_number(value: Any) -> Any:
+    """A scalar value as torch's writer reads it (`float(make_np(x))`): a bool, numpy bool or
+    bool tensor is 0.0 or 1.0 (a tensor stays a tensor: no host sync here); the rest as given,
+    checked by the event."""
+    if type(value) is bool or type(value).__name__ == "bool_":
+        return float(value)
+    if str(getattr(value, "dtype", "")) == "torch.bool" and callable(getattr(value, "float", None)):
+        return value.float()
+    return value
 
 
 def _discard(event: Event) -> None:
@@ -240,6 +260,8 @@ class SummaryWriter:
             self._reopen()
         if display_name or summary_description or double_precision:
             self._display_options(display_name, summary_description, new_style, double_precision)
+        if type(scalar_value) is not float and type(scalar_value) is not int:
+            scalar_value = _as_number(scalar_value)
         if walltime is None and self._default_walltime is None:
             self._scalar(tag, scalar_value, step)
         else:
@@ -264,7 +286,7 @@ class SummaryWriter:
         fields = self._fields(walltime)
         for tag, value in tag_scalar_dict.items():
             fields["origin"] = self._series_origin(main_tag, tag)
-            self._publish(Scalar(main_tag, value, step, **fields))
+            self._publish(Scalar(main_tag, _as_number(value), step, **fields))
 
     def add_histogram(
         self,
@@ -284,7 +306,7 @@ class SummaryWriter:
             self._reopen()
         if not (isinstance(bins, str) and bins == "tensorflow") or max_bins is not None:
             self._ignored("add_histogram(bins=, max_bins=)", "the TensorBoard sink bins into its histogram_bins")
-        self._publish(Histogram(tag, step, values=host_values(values), **self._fields(walltime)))
+        self._publish(Histogram(tag, step, values=number_values(values), **self._fields(walltime)))
 
     def add_histogram_raw(
         self,
@@ -309,8 +331,8 @@ class SummaryWriter:
         event = Histogram(
             tag,
             step,
-            bucket_limits=host_values(bucket_limits),
-            bucket_counts=host_values(bucket_counts),
+            bucket_limits=number_values(bucket_limits),
+            bucket_counts=number_values(bucket_counts),
             **self._fields(walltime),
         )
         self._publish(event)

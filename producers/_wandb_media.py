@@ -165,10 +165,19 @@ class Image:
         self.pixels, self.height, self.width, self.channels = _pixels(data_or_path, mode)
         self.event("image", 0)  # refuse a bad shape here, at the call that made it
 
-    def event(self, name: str, step: int, *, origin: Origin = bus.DEFAULT_ORIGIN) -> bus.Image:
-        """The Image event of this value at `step`."""
+    def event(
+        self, name: str, step: int, *, origin: Origin = bus.DEFAULT_ORIGIN, sequence: str | None = None
+    ) -> bus.Image:
+        """The Image event of this value at `step` (item of the list `sequence`, if given)."""
         return bus.Image(
-            name, step, pixels=self.pixels, height=self.height, width=self.width, channels=self.channels, origin=origin
+            name,
+            step,
+            pixels=self.pixels,
+            height=self.height,
+            width=self.width,
+            channels=self.channels,
+            origin=origin,
+            sequence=sequence,
         )
 
     @classmethod
@@ -266,10 +275,18 @@ class Audio:
         self.sample_rate = sample_rate
         self.event("audio", 0)  # refuse a bad rate here, at the call that made it
 
-    def event(self, name: str, step: int, *, origin: Origin = bus.DEFAULT_ORIGIN) -> bus.Audio:
-        """The Audio event of this value at `step`."""
+    def event(
+        self, name: str, step: int, *, origin: Origin = bus.DEFAULT_ORIGIN, sequence: str | None = None
+    ) -> bus.Audio:
+        """The Audio event of this value at `step` (item of the list `sequence`, if given)."""
         return bus.Audio(
-            name, step, samples=self.samples, channels=self.channels, sample_rate=self.sample_rate, origin=origin
+            name,
+            step,
+            samples=self.samples,
+            channels=self.channels,
+            sample_rate=self.sample_rate,
+            origin=origin,
+            sequence=sequence,
         )
 
     def __repr__(self) -> str:

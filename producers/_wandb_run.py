@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import random
+import secrets
 import string
+import sys
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,16 @@ from ._logger import MetricLogger
 from ._wandb_config import Config, Summary
 from ._wandb_media import Audio, Histogram, Image, is_wandb_media
 
-__all__ = ["Run", "RunOptions", "current_run", "open_logger", "start_run"]
+__all__ = [
+    "Run",
+    "RunOptions",
+    "current_run",
+    "finish_active_runs",
+    "latest_run",
+    "open_logger",
+    "resolve_reinit",
+    "start_run",
+]
 
 log = logging.getLogger("metricbus")
 
@@ -106,9 +115,51 @@ def resolve_mode(mode: str | None) -> Mode:
     return _MODES[chosen]  # type: ignore[return-value]
 
 
+Reinit = Literal["default", "return_previous", "finish_previous", "create_new"]
+_REINITS = ("default", "return_previous", "finish_previous", "create_new")
+
+
+def resolve_reinit(reinit: object, settings: object) -> Reinit:
+    """What a second `init` does while a run is active, as wandb 0.31 decides it: `reinit=`,
+    else `settings.reinit` where the script set it, else WANDB_REINIT, else "default"; then
+    "default" is "finish_previous" in a notebook or IPython (wandb's convenience there) and
+    "return_previous" in a script. True and False are wandb's deprecated spellings of
+    "finish_previous" and "return_previous"."""
+    if reinit is None and settings is not None and "reinit" in (getattr(settings, "model_fields_set", None) or ()):
+        reinit = settings.reinit  # type: ignore[attr-defined]
+    if reinit is None:
+        reinit = os.environ.get("WANDB_REINIT") or "default"
+    if isinstance(reinit, str) and reinit.lower() in ("true", "false"):
+        reinit = reinit.lower() == "true"
+    if isinstance(reinit, bool):
+        reinit = "finish_previous" if reinit else "return_previous"
+    if reinit not in _REINITS:
+        raise InvalidConfig(f"reinit={reinit!r}: expected one of {', '.join(map(repr, _REINITS))}, True or False")
+    if reinit == "default":
+        return "finish_previous" if _in_notebook() else "return_previous"
+    return reinit  # type: ignore[return-value]
+
+
+def _in_notebook() -> bool:
+    """True in Jupyter or IPython (wandb's `in_notebook`): an IPython shell is running."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        return ipython.get_ipython() is not None  # type: ignore[no-any-return]
+    except Exception:  # IPython half imported, or its shell broken: a script, as wandb decides then
+        return False
+
+
+_ID_CHARS = string.ascii_lowercase + string.digits
+
+
 def new_run_id() -> str:
-    """An id as wandb makes them: 8 lowercase letters and digits."""
-    return "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+    """An id as wandb makes them: 8 lowercase letters and digits, drawn from the operating
+    system's source (`secrets`), never the global `random` module: logging must not move a seeded
+    script's random stream, and two scripts seeded alike must not get one id (online, the second
+    would resume the first)."""
+    return "".join(secrets.choice(_ID_CHARS) for _ in range(8))
 
 
 # ---- the run ----
@@ -134,7 +185,8 @@ class Run:
         self._finished = False
         self._step = 0  # wandb-core's current history step: the step of the pending row
         self._numbers: dict[str, float] = {}  # the pending row: numbers
-        self._others: dict[str, Event] = {}  # ... and text, histograms, images, as events at its step
+        self._others: dict[str, tuple[Event, ...]] = {}  # ... and text, histograms, images (a list of
+        # media: several), as events at its step
         self._row_values: dict[str, Any] = {}  # ... as the script gave them, for the summary
         self._touched = False  # a log call reached the pending row (even an empty one)
         self._hparams: dict[str, Any] = {}  # the first value of each config key, for Hparams
@@ -331,9 +383,11 @@ class Run:
         self._publish_row(metrics, self._others, self._row_values)
         self._numbers, self._others, self._row_values, self._touched = {}, {}, {}, False
 
-    def _publish_row(self, metrics: Metrics | None, others: dict[str, Event], originals: dict[str, Any]) -> None:
+    def _publish_row(
+        self, metrics: Metrics | None, others: dict[str, tuple[Event, ...]], originals: dict[str, Any]
+    ) -> None:
         """A committed row's events: numbers as one Metrics, the rest as their own events."""
-        events = list(others.values())
+        events: list[Event] = [event for group in others.values() for event in group]
         if metrics is not None or not events:  # an empty log({}) is a row of its own, as in wandb
             events.insert(0, metrics if metrics is not None else Metrics({}, self._step))
         self._publish(events)
@@ -359,7 +413,8 @@ class Run:
             # Its config comes as RunConfig, exact; the flat Hparams copy is for the other sinks.
             sink.accepts = tuple(kind for kind in sink.accepts or () if kind is not Hparams)  # type: ignore[misc]
             self._logger.add_sink(sink, rate="none", name=f"wandb-run:{self.id}")
-        if self.config._items:
+        if self.config._items or self._make_wandb_sink is not None:  # even empty: the W&B run
+            # starts with it, as wandb's does at init, so a run that logs nothing still has its file
             self._logger.publish(RunConfig(dict(self.config._items), self._step))
         self._send_hparams()
 
@@ -389,7 +444,7 @@ def _as_step(step: Any) -> int:
     return value
 
 
-def _row(data: Mapping[str, Any], step: int) -> tuple[Metrics | None, dict[str, Event], dict[str, Any]]:
+def _row(data: Mapping[str, Any], step: int) -> tuple[Metrics | None, dict[str, tuple[Event, ...]], dict[str, Any]]:
     """One log call's values, checked here at the call: its numbers as one Metrics event at
     `step`, its other values as events at `step`, and those other values as given."""
     numbers, others, originals = _values(data, step)
@@ -398,11 +453,11 @@ def _row(data: Mapping[str, Any], step: int) -> tuple[Metrics | None, dict[str, 
 
 def _values(
     data: Mapping[str, Any], step: int, prefix: str = ""
-) -> tuple[dict[str, Any], dict[str, Event], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, tuple[Event, ...]], dict[str, Any]]:
     """A log call's numbers (as given), other values as events, and those as given. A nested
     dict's keys become 'parent.child' (as W&B shows them)."""
     numbers: dict[str, Any] = {}
-    others: dict[str, Event] = {}
+    others: dict[str, tuple[Event, ...]] = {}
     originals: dict[str, Any] = {}
     for key, value in data.items():
         if type(key) is not str:
@@ -415,9 +470,11 @@ def _values(
             numbers[name] = value
             continue
         if kind is str:
-            others[name] = Text(name, value, step)
+            others[name] = (Text(name, value, step),)
         elif isinstance(value, (Audio, Histogram, Image)):
-            others[name] = value.event(name, step)
+            others[name] = (value.event(name, step),)
+        elif _media_list(value):
+            others[name] = _sequence(name, value, step)
         elif isinstance(value, Mapping):
             nested = _values(value, step, f"{name}.")
             numbers.update(nested[0])
@@ -435,6 +492,24 @@ def _values(
             continue
         originals[name] = value
     return numbers, others, originals
+
+
+def _media_list(value: Any) -> bool:
+    """True for a list or tuple of producers.wandb media (what wandb logs as a sequence)."""
+    media = (Audio, Histogram, Image)
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, media) for v in value)
+
+
+def _sequence(name: str, value: Sequence[Any], step: int) -> tuple[Event, ...]:
+    """A list of images (or of sounds) as one event per item, named `name/0`, `name/1`, ... for
+    the sinks that write each on its own, each marked as part of the sequence `name`, which the
+    W&B sink logs as one list, as wandb does (its `images/separated` value and files)."""
+    kind = type(value[0])
+    if kind is Histogram or any(type(v) is not kind for v in value):
+        raise InvalidEvent(
+            name, value, "is a list of histograms or of mixed media: log a list of Images or Audios, or a name each"
+        )
+    return tuple(item.event(f"{name}/{i}", step, sequence=name) for i, item in enumerate(value))
 
 
 def _many(value: Any) -> bool:
@@ -461,27 +536,41 @@ def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # ---- the current run, and the exit hook that finishes it ----
 
-_runs: weakref.WeakSet[Run] = weakref.WeakSet()  # every run not finished yet
-_current: list[Run] = []  # the module-level run (wandb.run): the last started and not finished
+_runs: list[Run] = []  # every run not finished yet, oldest first (wandb's active runs)
+_global: list[Run] = []  # the module-level run (wandb.run), if any: at most one
 
 
 def current_run() -> Run | None:
-    """The module-level run, if one is active."""
-    return _current[-1] if _current else None
+    """The module-level run (`wandb.run`), if one is active."""
+    return _global[0] if _global else None
 
 
-def start_run(run: Run) -> Run:
-    """Make `run` the module-level run; the exit hook will finish it if the script does not."""
+def latest_run() -> Run | None:
+    """The most recently started run not finished yet, module-level or not."""
+    return _runs[-1] if _runs else None
+
+
+def start_run(run: Run, *, make_global: bool = True) -> Run:
+    """Count `run` as active (the exit hook will finish it if the script does not) and, unless
+    `make_global` is False (wandb's reinit="create_new"), make it the module-level run."""
     _register_exit_hook()
-    _runs.add(run)
-    _current.append(run)
+    _runs.append(run)
+    if make_global:
+        _global[:] = [run]
     return run
 
 
+def finish_active_runs() -> None:
+    """Finish every active run, oldest first (wandb's reinit="finish_previous")."""
+    for run in list(_runs):
+        run.finish()
+
+
 def _forget(run: Run) -> None:
-    _runs.discard(run)
-    if run in _current:
-        _current.remove(run)
+    if run in _runs:
+        _runs.remove(run)
+    if run in _global:
+        _global.clear()
 
 
 def _finish_at_exit() -> None:

@@ -38,9 +38,12 @@ from ._wandb_run import (
     Run,
     RunOptions,
     current_run,
+    finish_active_runs,
+    latest_run,
     new_run_id,
     open_logger,
     resolve_mode,
+    resolve_reinit,
     start_run,
 )
 
@@ -82,6 +85,7 @@ __all__ = [
     "init",
     "log",
     "login",
+    "require",
     "run",
     "summary",
 ]
@@ -124,8 +128,11 @@ def init(
 
     Also: `sinks=[...]` (more sinks for the rows), `plan="plan.toml"` (a plan file's logger
     and sinks; METRICBUS_PLAN names one too), `logger=` an existing MetricLogger (only flushed
-    at finish). A run still active is finished first (wandb's default `reinit`);
-    `reinit="return_previous"` (or False) returns it instead, "create_new" starts another.
+    at finish). A run still active is handled as wandb 0.31 does (`reinit=`, `settings.reinit`,
+    WANDB_REINIT): by default a script gets that run back (its arguments ignored) and a notebook
+    finishes it and starts a new one; "finish_previous" finishes every active run first,
+    "return_previous" returns the latest, "create_new" starts another that does not become the
+    module-level run (`wandb.run`, `wandb.log`).
     """
     if tensorboard or sync_tensorboard:
         raise InvalidConfig(
@@ -134,12 +141,18 @@ def init(
         )
     if monitor_gym:
         raise InvalidConfig("monitor_gym is not supported by metricbus: log the episodes' videos with wandb itself")
-    active = current_run()
-    if active is not None:
-        if reinit in ("return_previous", False):
-            return active
-        if reinit != "create_new":
-            active.finish()
+    policy = resolve_reinit(reinit, settings)
+    previous = latest_run()
+    if previous is not None:
+        if policy == "finish_previous":
+            finish_active_runs()
+        elif policy == "return_previous":
+            if resume == "must":
+                raise BusStateError(
+                    "Cannot resume a run while another run is active: finish it with run.finish(), "
+                    "or pass reinit='create_new'"
+                )
+            return previous
     options = RunOptions(
         project=project or os.environ.get("WANDB_PROJECT") or "uncategorized",
         mode=resolve_mode(mode),
@@ -175,7 +188,7 @@ def init(
         if owned:
             built.close()
         raise
-    return start_run(run)
+    return start_run(run, make_global=policy != "create_new")
 
 
 def _wandb_sink(options: RunOptions) -> Any:
@@ -190,7 +203,7 @@ def _wandb_sink(options: RunOptions) -> Any:
             group=options.group or "",
             job_type=options.job_type,
             dir=options.dir,
-            run_name=options.name,
+            run_name=options.name or "",  # no name: an empty display name, as wandb leaves it
             run_id=options.id,
             wandb_step=True,
             define_metrics=definitions,
@@ -229,6 +242,14 @@ def login(*args: Any, **kwargs: Any) -> Any:
     import wandb
 
     return wandb.login(*args, **kwargs)
+
+
+def require(requirement: Any = None, experiment: Any = None) -> None:
+    """wandb.require itself: its features ("service", "core") are no-ops in wandb 0.31, and
+    an unknown one raises wandb's own error, as in a W&B script."""
+    import wandb
+
+    wandb.require(requirement, experiment)
 
 
 def _active(call: str) -> Run:

@@ -228,6 +228,7 @@ class TensorBoardSink(Sink):
         self.filename_suffix = filename_suffix
         self.histogram_bins = histogram_bins
         self._runs: dict[Origin, _Run] = {}
+        self._logdir_gone = False  # the logdir was deleted after open: see _deleted
         self._pending: dict[Origin, _Run] = {}  # runs with encoded records not yet written
         self._open: OpenSet[Origin, _Run] = OpenSet(max_open_runs, _Run.close)
         self._headers = _Headers()
@@ -348,7 +349,8 @@ class TensorBoardSink(Sink):
             case Graph():
                 return [e.SerializeToString() for e in graph_events(event)]
             case Embedding():  # files beside the run's event file, as tensorboardX writes them
-                write_projector(self._run(event.origin).path.parent, event)
+                if not self._deleted():
+                    write_projector(self._run(event.origin).path.parent, event)
                 return []
         return [
             EventProto(wall_time=event.wall_time, step=event.step, summary=s).SerializeToString() for s in summaries
@@ -395,6 +397,10 @@ class TensorBoardSink(Sink):
         while self._pending:
             origin, run = next(iter(self._pending.items()))
             if self._open.get(origin) is None:
+                if self._deleted():
+                    run.pending.clear()
+                    del self._pending[origin]
+                    continue
                 self._open.make_room()
                 run.open()
                 self._open.add(origin, run)
@@ -404,11 +410,28 @@ class TensorBoardSink(Sink):
             run.pending.clear()
             del self._pending[origin]
 
+    def _deleted(self) -> bool:
+        """True once `logdir`, made at open, is gone (a test's tearDown removed it while the
+        writer was still open). torch's SummaryWriter writes on into its open file, deleted with
+        the folder, and never makes the folder again; so does this sink: the files it has open
+        take the records, and what would need a file in the deleted folder is not written (a
+        warning says so once), rather than filling a folder the user removed."""
+        if self._logdir_gone:
+            return True
+        if self.logdir.is_dir():
+            return False
+        self._logdir_gone = True
+        log.warning(
+            "tensorboard: %s was deleted while the sink was open; what is logged to it from now on is not written",
+            self.logdir,
+        )
+        return True
+
     def _close(self) -> None:
         self._write_pending()
         self._open.close_all()
         for run in self._runs.values():
-            if run.torn:  # a failed write that was never retried: cut it off
+            if run.torn and not self._deleted():  # a failed write that was never retried: cut it off
                 run.open()
                 run.close()
         self._runs.clear()

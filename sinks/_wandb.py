@@ -367,6 +367,10 @@ def _plan(
         if not values and not (empty_rows and isinstance(event, Metrics)):
             continue
         row = latest.get((label, event.step))
+        sequence = getattr(event, "sequence", None)
+        if sequence is not None and row is not None and isinstance(row.get(sequence), list):
+            row[sequence].append(event)  # the next item of a list of media logged under one name
+            continue
         if row is None or not row.keys().isdisjoint(values):
             row = latest[(label, event.step)] = {}
             rows.append((label, event.step, row))
@@ -381,6 +385,8 @@ def _values(event: Event) -> dict[str, Any]:
     match event:
         case Scalar() | Metrics():
             return dict(metric_items(event))
+        case Image(sequence=str() as sequence) | Audio(sequence=str() as sequence):
+            return {sequence: [event]}  # one item of a list of media: wandb logs the list as one value
         case Histogram(name=name) | Image(name=name) | Audio(name=name) | Video(name=name):
             return {name: event}
         case Text(name=name, text=text):
@@ -393,8 +399,11 @@ def _values(event: Event) -> dict[str, Any]:
 
 
 def _media(wandb: Any, value: Any) -> Any:
-    """A row value as wandb logs it: histograms and images as wandb's media objects."""
+    """A row value as wandb logs it: histograms and images as wandb's media objects, a list of
+    them as a list (which wandb writes as one sequence of media)."""
     match value:
+        case list():
+            return [_media(wandb, item) for item in value]
         case Histogram():
             return _histogram(wandb, value)
         case Image():

@@ -36,7 +36,11 @@ def wandb_audio(wandb: Any, event: Audio) -> Any:
     path = _temporary_path(".wav")
     with open(path, "wb") as file:
         file.write(encode_wav(event.samples, event.channels, event.sample_rate))
-    return wandb.Audio(path)
+    audio = wandb.Audio(path, sample_rate=event.sample_rate)
+    # What wandb.Audio(samples, sample_rate) records of a clip made from samples (a list of clips
+    # reports each clip's duration); a clip made from a path leaves it unset.
+    audio._duration = event.frames / event.sample_rate
+    return audio
 
 
 def wandb_video(wandb: Any, event: Video) -> Any:
