@@ -42,6 +42,7 @@ from ._events import (
     Video,
 )
 from ._flatten import metric_items
+from ._rank_reduce import MISSING_METRIC, MissingRank, RankReduce, RankReducer, RankStats, missing_lines
 from ._rate import RateLimit
 from ._sink import Sink
 from ._spool import read_segments, read_spool
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_ORIGIN",
     "EVENT_TYPES",
     "IMAGE_CHANNELS",
+    "MISSING_METRIC",
     "Audio",
     "BusClosed",
     "BusFull",
@@ -72,9 +74,13 @@ __all__ = [
     "MetricBus",
     "Mesh",
     "MetricBusError",
+    "MissingRank",
     "Metrics",
     "Origin",
     "PrCurve",
+    "RankReduce",
+    "RankReducer",
+    "RankStats",
     "RateLimit",
     "RetryPolicy",
     "RunConfig",
@@ -98,6 +104,7 @@ __all__ = [
     "known_names",
     "lazy",
     "metric_items",
+    "missing_lines",
     "read_segments",
     "read_spool",
     "sink_config",
