@@ -152,7 +152,7 @@ class RedisSource:
         block: float = 0.2,
         socket_timeout: float = 10.0,
         inflight: int = 8,
-        ranks: RankReduce | None = None,
+        ranks: RankReduce | Mapping[str, Any] | None = None,
     ) -> None:
         self.url = check_url(url)
         self.stream = check_name(stream, "stream")
@@ -166,6 +166,11 @@ class RedisSource:
             raise InvalidConfig(f"need 0 < block < socket_timeout, got {block!r}, {socket_timeout!r}")
         if not isinstance(inflight, int) or inflight < 1:
             raise InvalidConfig(f"inflight must be an int >= 1, got {inflight!r}")
+        if isinstance(ranks, Mapping):  # a plan's settings = { ranks = { world_size = 4 } }
+            try:
+                ranks = RankReduce(**ranks)
+            except TypeError as exc:
+                raise InvalidConfig(f"ranks: {exc}") from None
         if ranks is not None and not isinstance(ranks, RankReduce):
             raise InvalidConfig(f"ranks must be a bus.RankReduce, got {type(ranks).__name__}")
         self.count = count
@@ -287,11 +292,15 @@ class RedisSource:
         reads stay pending and the next aggregator takes them over (and skips them: applied)."""
         import redis
 
+        held = self.reducer.held_token() if self.reducer is not None else None
         if self.reducer is not None:
             rows = self.reducer.drain()
-            if rows:
-                await self._publish(bus, rows)
+            if not rows or await self._publish(bus, rows):
+                held = None
         async with self._ack_lock:
+            if held is not None:  # the bus closed first: the reads that fed open steps stay pending
+                while self._published and self._published[-1].token >= held:
+                    self._published.pop()
             if self._published and await self._flush(bus):
                 try:
                     await self._ack(client, list(self._published))
@@ -333,6 +342,7 @@ class RedisSource:
                 rows = self.reducer.expired()
                 if rows:
                     await self._publish(bus, rows)
+                    self._wake.set()  # the reads those steps held may be acknowledged once written
         now = time.monotonic()
         if now - self._lag_at >= 1.0 or not entries:
             self._lag_at = now
@@ -418,12 +428,16 @@ class RedisSource:
                 self._published.append(read)
             self._wake.set()
 
-    async def _publish(self, bus: MetricBus, events: list[Event]) -> None:
+    async def _publish(self, bus: MetricBus, events: list[Event]) -> bool:
+        """Publish; False if the bus had closed (during a stop: the caller leaves what those
+        events stand for unacknowledged)."""
         try:
             await bus.publish_many(events)
         except BusClosed:
             if not self._stopping:
                 raise
+            return False
+        return True
 
     async def _acker(self, bus: MetricBus, client: Any) -> None:
         """Flush what was published and acknowledge, in read order, the reads that flush
