@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +227,15 @@ def test_reduced_rows_equal_numpys_over_the_ranks(run: tuple[int, list[list[list
         for i, name in enumerate(names):
             want = float(NUMPY[name](table[:, i]))
             assert got[step][name] == pytest.approx(want, rel=1e-9, abs=1e-6), (step, name)
+
+
+def test_a_plans_ranks_table_is_checked_at_load(tmp_path: Path) -> None:
+    from producers._plan import load_plan
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[ranks]\nworld_size = 2\nreduce = "median"\n')
+    with pytest.raises(InvalidConfig, match="ranks"):
+        load_plan(plan)
+    plan.write_text("[ranks]\nworld_size = 2\nsize = 3\n")
+    with pytest.raises(InvalidConfig, match="ranks"):
+        load_plan(plan)
