@@ -43,6 +43,7 @@ from ._events import (
 )
 from ._file_locks import check_folder
 from ._flatten import metric_items
+from ._rank_reduce import MISSING_METRIC, MissingRank, RankReduce, RankReducer, RankStats, missing_lines
 from ._rate import RateLimit
 from ._sink import Sink
 from ._spool import read_segments, read_spool
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_ORIGIN",
     "EVENT_TYPES",
     "IMAGE_CHANNELS",
+    "MISSING_METRIC",
     "Audio",
     "BusClosed",
     "BusFull",
@@ -73,9 +75,13 @@ __all__ = [
     "MetricBus",
     "Mesh",
     "MetricBusError",
+    "MissingRank",
     "Metrics",
     "Origin",
     "PrCurve",
+    "RankReduce",
+    "RankReducer",
+    "RankStats",
     "RateLimit",
     "RetryPolicy",
     "RunConfig",
@@ -100,6 +106,7 @@ __all__ = [
     "known_names",
     "lazy",
     "metric_items",
+    "missing_lines",
     "read_segments",
     "read_spool",
     "sink_config",

@@ -24,7 +24,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from bus import InvalidConfig, MetricBus, SinkStats, delivery_failures, describe_failure
+from bus import InvalidConfig, MetricBus, RankReduce, SinkStats, delivery_failures, describe_failure, missing_lines
 
 from ._pipeline_metrics import PipelineMetrics, name_part
 from ._plan import load_plan
@@ -43,6 +43,9 @@ def progress_line(stats: SourceStats) -> str:
         f"{stats.events:,} events from {len(stats.producers)} producers, lag {lag}, "
         f"dup {stats.duplicates}, bad {stats.bad_entries}"
     )
+    if stats.ranks is not None:
+        r = stats.ranks
+        head += f", steps reduced {r.steps:,} ({r.partial:,} with ranks missing, {r.open_steps:,} open)"
     parts = [
         f"{pid} #{p.last_seq} {p.events:,}" + (f" (idle {p.idle:.0f}s)" if p.idle >= 5 else "")
         for pid, p in sorted(stats.producers.items())
@@ -60,15 +63,19 @@ def aggregate(
     stats_path: str | Path | None = None,
     every: float = 1.0,
     pipeline_every: float | None = 5.0,
+    ranks: RankReduce | None = None,
     out: TextIO = sys.stderr,
 ) -> int:
     """Run until SIGTERM/SIGINT. A RedisSource from `url` (and any the plan names) feeds the
     plan's sinks; `stats_path` gets the final source and sink stats as JSON. `pipeline_every`:
     seconds between samples of the pipeline's own health published into the sinks
-    (`PipelineMetrics`, with every producer's health from the sources); None: none. Returns the
-    exit status: 0 when every sink got every event (`bus.delivery_failures`), else 1."""
+    (`PipelineMetrics`, with every producer's health from the sources); None: none. `ranks`
+    (else the plan's `[ranks]`): reduce each job's ranks at the `--redis` source, the missing
+    ranks named in the progress lines and at the end. Returns the exit status: 0 when every sink
+    got every event (`bus.delivery_failures`), else 1."""
     plan = load_plan(plan_path)
-    sources = [RedisSource(url, stream=stream, group=group, consumer=consumer)] if url is not None else []
+    ranks = ranks if ranks is not None else plan.ranks
+    sources = [RedisSource(url, stream=stream, group=group, consumer=consumer, ranks=ranks)] if url is not None else []
     sources += [p for p in plan.producers if isinstance(p, RedisSource)]
     others = [p for p in plan.producers if not isinstance(p, RedisSource)]
     if not sources:
@@ -125,6 +132,13 @@ def source_health(sources: Sequence[RedisSource]) -> dict[str, float]:
     return values
 
 
+def _source_lines(source: RedisSource) -> list[str]:
+    """A source's progress line, and a line per rank missing from some reduced step."""
+    stats = source.stats()
+    missing = missing_lines(stats.ranks) if stats.ranks is not None else []
+    return [progress_line(stats), *(f"  {line}" for line in missing)]
+
+
 async def _serve(
     bus: MetricBus, sources: list[RedisSource], others: list[Producer], every: float, report: _Report
 ) -> None:
@@ -169,7 +183,7 @@ class _Report:
         self.live = Live(console=self.console, auto_refresh=False, transient=True) if out.isatty() else None
 
     def show(self) -> None:
-        lines = [progress_line(source.stats()) for source in self.sources]
+        lines = [line for source in self.sources for line in _source_lines(source)]
         stats = self.bus.stats()
         if self.live is not None:
             self.live.start()
@@ -186,6 +200,9 @@ class _Report:
     def final(self, stats: Mapping[str, SinkStats], failures: Sequence[SinkStats]) -> None:
         for source in self.sources:
             self.console.print(Text(f"done: {progress_line(source.stats())}"))
+            reduced = source.stats().ranks
+            for line in missing_lines(reduced) if reduced is not None else ():
+                self.console.print(Text(f"  {line}", style="yellow"))
         print_stats(stats, console=self.console, title="aggregate: sinks")
         for failure in failures:
             self.console.print(Text(describe_failure(failure), style="red"))

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from bus import RankReduce
 
 __all__ = ["main"]
 
@@ -36,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     agg.add_argument(
         "--no-pipeline-metrics", action="store_true", help="do not publish the pipeline's own metrics into the sinks"
     )
+    agg.add_argument(
+        "--ranks",
+        type=int,
+        metavar="WORLD_SIZE",
+        help="reduce the ranks of each job into its own series (mean; a plan's [ranks] sets more)",
+    )
+    agg.add_argument("--rank-deadline", type=float, metavar="SECONDS", help="seconds a step waits for its ranks")
     # ---- replay: JSONL logs and TensorBoard runs into sinks (producers/_replay.py) ----
     rep = commands.add_parser("replay", help="publish JSONL logs or TensorBoard runs again into other sinks")
     rep.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="*.jsonl, TensorBoard logdir or file")
@@ -57,8 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bus import InvalidConfig
 
         from ._aggregate import aggregate
+        from ._plan import load_plan
 
         try:
+            ranks = None
+            if args.ranks is not None or args.rank_deadline is not None:
+                ranks = _rank_settings(load_plan(args.plan).ranks, args.ranks, args.rank_deadline)
             return aggregate(
                 args.plan,
                 url=args.redis,
@@ -68,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stats_path=args.stats,
                 every=args.every,
                 pipeline_every=None if args.no_pipeline_metrics else args.pipeline_every,
+                ranks=ranks,
             )
         except InvalidConfig as exc:
             parser.error(str(exc))
@@ -82,6 +100,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(exc))
         return 1 if delivery_failures(stats) else 0
     return 2
+
+
+def _rank_settings(plan: RankReduce | None, world_size: int | None, deadline: float | None) -> RankReduce:
+    """The plan's `[ranks]` with the command line's world size and deadline over it."""
+    from bus import InvalidConfig, RankReduce
+
+    changes: dict[str, object] = {}
+    if world_size is not None:
+        changes["world_size"] = world_size
+    if deadline is not None:
+        changes["deadline"] = deadline
+    if plan is None:
+        if world_size is None:
+            raise InvalidConfig("--rank-deadline needs --ranks WORLD_SIZE (or a plan's [ranks])")
+        return RankReduce(**changes)  # type: ignore[arg-type]
+    return RankReduce(**{**msgspec.structs.asdict(plan), **changes})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ plan.yaml (`log_metric_callback: template: module.func`), in TOML (or YAML with 
     template = "producers.RedisSource"
     settings = { url = "redis://127.0.0.1:6379/0", stream = "metricbus" }
 
+    [ranks]                               # `metricbus aggregate`: reduce each job's ranks (bus.RankReduce)
+    world_size = 4
+    reduce = "mean"                       # every metric not named below
+    metrics = { "train/tokens" = "sum", "time/*" = "max" }
+    deadline = 10.0                       # seconds a step waits for its missing ranks
+
 `load_plan(path)` imports and builds everything and raises `InvalidConfig` naming the key at
 fault; `plan.logger()` gives a ready MetricLogger with every sink and the callback attached.
 """
@@ -31,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus import InvalidConfig, RateLimit, RetryPolicy, Sink, SinkConfig
+from bus import InvalidConfig, RankReduce, RateLimit, RetryPolicy, Sink, SinkConfig
 
 from ._frequency import LogFrequency
 from ._logger import MetricLogger
 
-__all__ = ["Plan", "load_plan"]
+__all__ = ["Plan", "load_plan", "rank_reduce"]
 
-_TOP_LEVEL = {"logger", "sinks", "log_metric_callback", "producers"}
+_TOP_LEVEL = {"logger", "sinks", "log_metric_callback", "producers", "ranks"}
 _LOGGER_KEYS = {
     "shutdown_timeout",
     "raise_on_loss",
@@ -73,6 +79,7 @@ class Plan:
     sinks: list[tuple[Sink, dict[str, Any]]] = field(default_factory=list)
     callback: Callable[..., Any] | None = None
     producers: list[Callable[..., Any]] = field(default_factory=list)  # async fn(bus), e.g. a RedisSource
+    ranks: RankReduce | None = None  # how `metricbus aggregate` reduces each job's ranks
 
     def logger(self) -> MetricLogger:
         """A MetricLogger with every sink (and the callback, as a CallbackSink) attached."""
@@ -108,7 +115,20 @@ def load_plan(path: str | Path) -> Plan:
         sinks=[_sink(entry, f"sinks[{i}]") for i, entry in enumerate(sinks)],
         callback=_callback(data.get("log_metric_callback")),
         producers=_producers(data.get("producers", [])),
+        ranks=rank_reduce(data["ranks"], "ranks") if "ranks" in data else None,
     )
+
+
+def rank_reduce(settings: object, key: str) -> RankReduce:
+    """A `bus.RankReduce` from a table of its fields; InvalidConfig naming `key` if it is not one."""
+    if isinstance(settings, RankReduce):
+        return settings
+    if not isinstance(settings, Mapping):
+        raise InvalidConfig(f"{key} must be a table of RankReduce settings, got {settings!r}")
+    try:
+        return RankReduce(**settings)
+    except (TypeError, ValueError) as exc:
+        raise InvalidConfig(f"{key}: {exc}") from exc
 
 
 def resolve(template: object, key: str) -> Any:

@@ -7,13 +7,24 @@ Delivery is at least once, made effectively once by de-duplication:
    taken over with XAUTOCLAIM from a consumer that died, this one's earlier self included).
 2. Skip each entry whose (producer id, sequence) was applied already: `<stream>:applied` is a
    Redis hash of the last sequence applied per producer id.
-3. Publish the rest onto the bus and `await bus.flush()`: every sink has written them.
-4. In one MULTI/EXEC: XACK the entries and raise their producers' sequences in the hash.
+3. Publish the rest onto the bus.
+4. Once `bus.flush()` says every sink has written them, in one MULTI/EXEC: XACK the entries and
+   raise their producers' sequences in the hash.
+
+Reading and writing overlap: while the sinks write and flush what was read, the next entries are
+read and published; the acknowledgement follows the flush that covered them, in read order. At
+most `inflight` reads are published and not yet flushed (the bus's own backpressure bounds the
+rest).
+
+With `ranks=RankReduce(...)` the ranks of each job are reduced into the job's own series on the
+way (`bus.RankReducer`): a read is acknowledged only once every step it fed has closed and its
+row is written, so a crash loses no reduced row either; the steps still open are written, over
+the ranks present, at a graceful stop.
 
 Killed between 3 and 4, the entries stay pending and the next aggregator writes them again: at
 most the batches written but not acknowledged come twice, and `stats().recovered_events` says how
 many events were at risk. A graceful stop (`stop()`, SIGTERM to `metricbus aggregate`, or the bus
-closing) finishes the batch in hand first, so nothing comes twice. An entry that is not ours
+closing) finishes the batches in hand first, so nothing comes twice. An entry that is not ours
 (missing fields, a truncated payload, an unknown event kind) is logged, counted and acknowledged.
 
 One aggregator per group reads at a time: sequences are applied in stream order, and a second
@@ -26,6 +37,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +45,19 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus import BusClosed, Event, InvalidConfig, InvalidEvent, MetricBus, Origin, SinkState, wire
+from bus import (
+    BusClosed,
+    Event,
+    InvalidConfig,
+    InvalidEvent,
+    MetricBus,
+    Origin,
+    RankReduce,
+    RankReducer,
+    RankStats,
+    SinkState,
+    wire,
+)
 from sinks.redis_bridge import check_name, check_url, read_entry, redact_url, scrub
 
 __all__ = ["ProducerProgress", "RedisSource", "SourceStats", "origin_from_env"]
@@ -86,6 +110,7 @@ class SourceStats(msgspec.Struct, frozen=True):
     pending: int | None  # entries delivered but not yet acknowledged
     reconnects: int
     last_error: str | None
+    ranks: RankStats | None = None  # the cross-rank reduction's account, when it reduces
 
 
 @dataclass
@@ -106,13 +131,15 @@ class _Read:
     ids: list[bytes] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     applied: dict[str, int] = field(default_factory=dict)
+    token: int = 0  # its place in read order (what the rank reducer holds it by)
 
 
 class RedisSource:
     """Read `stream` at `url` as consumer `consumer` (default `aggregator-<host>`) of `group`
     and publish its events onto the bus: `bus.add_producer(RedisSource(url))`, or
     `log.add_producer(...)` on a MetricLogger. `count`: entries per read; `block`: seconds a read
-    waits for new entries (also how soon `stop()` is noticed)."""
+    waits for new entries (also how soon `stop()` is noticed); `inflight`: reads published and
+    not yet flushed, at most; `ranks`: reduce the ranks of each job (`bus.RankReduce`)."""
 
     def __init__(
         self,
@@ -124,6 +151,8 @@ class RedisSource:
         count: int = 50,
         block: float = 0.2,
         socket_timeout: float = 10.0,
+        inflight: int = 8,
+        ranks: RankReduce | Mapping[str, Any] | None = None,
     ) -> None:
         self.url = check_url(url)
         self.stream = check_name(stream, "stream")
@@ -135,13 +164,33 @@ class RedisSource:
             raise InvalidConfig(f"count must be an int >= 1, got {count!r}")
         if not 0 < block < socket_timeout:
             raise InvalidConfig(f"need 0 < block < socket_timeout, got {block!r}, {socket_timeout!r}")
+        if not isinstance(inflight, int) or inflight < 1:
+            raise InvalidConfig(f"inflight must be an int >= 1, got {inflight!r}")
+        if isinstance(ranks, Mapping):  # a plan's settings = { ranks = { world_size = 4 } }
+            try:
+                ranks = RankReduce(**ranks)
+            except TypeError as exc:
+                raise InvalidConfig(f"ranks: {exc}") from None
+        if ranks is not None and not isinstance(ranks, RankReduce):
+            raise InvalidConfig(f"ranks must be a bus.RankReduce, got {type(ranks).__name__}")
         self.count = count
         self.block = block
+        self.inflight = inflight
+        self.reducer = RankReducer(ranks) if ranks is not None else None
         self.socket_timeout = socket_timeout
         self.applied_key = f"{stream}:applied"
         self._applied: dict[str, int] = {}  # last sequence applied per producer id
         self._progress: dict[str, _Progress] = {}
-        self._unacked: _Read | None = None  # written, but the XACK failed: send it first
+        self._published: deque[_Read] = deque()  # published, not yet acknowledged, in read order
+        self._tokens = 0  # the token of the last read published
+        self._flushed = 0  # the token of the last read the sinks have flushed
+        # made on the loop, in __call__: a reduction and its publishing, apart from the acker's
+        # snapshot; one acknowledgement at a time, in read order; the acker has something new to
+        # flush; a flush finished (the reader may go on)
+        self._lock: anyio.Lock
+        self._ack_lock: anyio.Lock
+        self._wake: anyio.Event
+        self._progress_made: anyio.Event
         self._claiming = True  # pending entries to take over before reading new ones
         self._ready = False  # group made and applied sequences loaded on this connection
         self._stopping = False
@@ -189,39 +238,75 @@ class RedisSource:
             pending=self._pending,
             reconnects=self._reconnects,
             last_error=self._last_error,
+            ranks=None if self.reducer is None else self.reducer.stats(),
         )
 
     # ---- the loop ----
 
     async def __call__(self, bus: MetricBus) -> None:
-        import redis
         import redis.asyncio
 
         client = redis.asyncio.from_url(
             self.url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
         )
         self._running = True
-        failures = 0
+        self._lock, self._ack_lock = anyio.Lock(), anyio.Lock()
+        self._wake, self._progress_made = anyio.Event(), anyio.Event()
         try:
-            while not self._stopping:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._acker, bus, client)
                 try:
-                    if not self._ready:
-                        await self._setup(client)
-                    await self._step(bus, client)
-                    failures = 0
-                except redis.RedisError as exc:
-                    failures += 1
-                    self._reconnects += 1
-                    self._ready = False
-                    self._last_error = scrub(exc, self.url)
-                    delay = min(_MAX_BACKOFF, 0.05 * 2 ** (failures - 1))
-                    log.warning("%s: %s; reconnecting in %.2fs", self.name, self._last_error, delay)
-                    await client.connection_pool.disconnect()
-                    await anyio.sleep(delay)
+                    await self._reader(bus, client)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._finish(bus, client)
+                    tasks.cancel_scope.cancel()
         finally:
             self._running = False
             with anyio.CancelScope(shield=True):
                 await client.aclose()
+
+    async def _reader(self, bus: MetricBus, client: Any) -> None:
+        import redis
+
+        failures = 0
+        while not self._stopping:
+            try:
+                if not self._ready:
+                    await self._setup(client)
+                await self._step(bus, client)
+                failures = 0
+            except redis.RedisError as exc:
+                failures += 1
+                self._reconnects += 1
+                self._ready = False
+                self._last_error = scrub(exc, self.url)
+                delay = min(_MAX_BACKOFF, 0.05 * 2 ** (failures - 1))
+                log.warning("%s: %s; reconnecting in %.2fs", self.name, self._last_error, delay)
+                await client.connection_pool.disconnect()
+                await anyio.sleep(delay)
+
+    async def _finish(self, bus: MetricBus, client: Any) -> None:
+        """No more reads (a stop, the bus closing, an error): write the steps the reducer still
+        holds, flush, and acknowledge every read published. If Redis refuses the XACK now, the
+        reads stay pending and the next aggregator takes them over (and skips them: applied)."""
+        import redis
+
+        held = self.reducer.held_token() if self.reducer is not None else None
+        if self.reducer is not None:
+            rows = self.reducer.drain()
+            if not rows or await self._publish(bus, rows):
+                held = None
+        async with self._ack_lock:
+            if held is not None:  # the bus closed first: the reads that fed open steps stay pending
+                while self._published and self._published[-1].token >= held:
+                    self._published.pop()
+            if self._published and await self._flush(bus):
+                try:
+                    await self._ack(client, list(self._published))
+                except redis.RedisError as exc:
+                    self._last_error = scrub(exc, self.url)
+                    log.warning("%s: %s; %d reads left pending", self.name, self._last_error, len(self._published))
 
     async def _setup(self, client: Any) -> None:
         """Make the group (reading from the stream's start), load the applied sequences, and send
@@ -237,8 +322,6 @@ class RedisSource:
         for pid, seq in stored.items():
             key = pid.decode()
             self._applied[key] = max(self._applied.get(key, 0), int(seq))
-        if self._unacked is not None:
-            await self._ack(client, self._unacked)
         self._claiming = True  # after a reconnect too: what this consumer had read is pending again
         self._ready = True
 
@@ -253,7 +336,13 @@ class RedisSource:
             entries = reply[0][1] if reply else []
             recovered = False
         if entries:
-            await self._apply(bus, client, self._decode(entries, recovered))
+            await self._apply(bus, self._decode(entries, recovered))
+        if self.reducer is not None:
+            async with self._lock:
+                rows = self.reducer.expired()
+                if rows:
+                    await self._publish(bus, rows)
+                    self._wake.set()  # the reads those steps held may be acknowledged once written
         now = time.monotonic()
         if now - self._lag_at >= 1.0 or not entries:
             self._lag_at = now
@@ -321,26 +410,92 @@ class RedisSource:
         log.warning("%s: skipped entry %s%s: %s", self.name, entry_id.decode(), f" of {pid}" if pid else "", reason)
         return []
 
-    async def _apply(self, bus: MetricBus, client: Any, read: _Read) -> None:
-        """Publish, flush, acknowledge; shielded, so a stop or the bus closing lets it finish."""
+    async def _apply(self, bus: MetricBus, read: _Read) -> None:
+        """Reduce and publish a read and hand it to the acker, once fewer than `inflight` reads
+        wait for a flush. Shielded: a stop or the bus closing lets it finish."""
+        while self._tokens - self._flushed >= self.inflight:
+            self._progress_made = anyio.Event()
+            await self._progress_made.wait()
         with anyio.CancelScope(shield=True):
-            if read.events:
-                await bus.publish_many(read.events)
-                try:
-                    await bus.flush()
-                except BusClosed:  # the bus began closing after the publish: its drain writes them
-                    if not await _drained(bus):
-                        raise
-            self._unacked = read
-            await self._ack(client, read)
+            async with self._lock:
+                self._tokens += 1
+                read.token = self._tokens
+                events = read.events
+                if self.reducer is not None:
+                    events = self.reducer.add_many(events, read.token)
+                if events:
+                    await self._publish(bus, events)
+                self._published.append(read)
+            self._wake.set()
 
-    async def _ack(self, client: Any, read: _Read) -> None:
+    async def _publish(self, bus: MetricBus, events: list[Event]) -> bool:
+        """Publish; False if the bus had closed (during a stop: the caller leaves what those
+        events stand for unacknowledged)."""
+        try:
+            await bus.publish_many(events)
+        except BusClosed:
+            if not self._stopping:
+                raise
+            return False
+        return True
+
+    async def _acker(self, bus: MetricBus, client: Any) -> None:
+        """Flush what was published and acknowledge, in read order, the reads that flush
+        covered and no open step of the reducer holds. A failed XACK is tried again at the next
+        round (after a pause); the reader's own reconnection mends the connection."""
+        import redis
+
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            async with self._lock:  # a consistent snapshot: what is published, what is held
+                top = self._tokens
+                held = self.reducer.held_token() if self.reducer is not None else None
+            async with self._ack_lock:
+                if not self._published:
+                    continue
+                with anyio.CancelScope(shield=True):
+                    if not await self._flush(bus):
+                        return
+                    self._flushed = top
+                    self._progress_made.set()
+                    ready = []
+                    for read in self._published:
+                        if read.token > top or (held is not None and read.token >= held):
+                            break
+                        ready.append(read)
+                    try:
+                        if ready:
+                            await self._ack(client, ready)
+                        failures = 0
+                    except redis.RedisError as exc:
+                        failures += 1
+                        self._last_error = scrub(exc, self.url)
+                        await anyio.sleep(min(_MAX_BACKOFF, 0.05 * 2 ** (failures - 1)))
+                        self._wake.set()
+
+    async def _flush(self, bus: MetricBus) -> bool:
+        """Wait for the sinks to write everything published; False if they never will."""
+        try:
+            await bus.flush()
+        except BusClosed:  # the bus began closing after the publish: its drain writes them
+            return await _drained(bus)
+        return True
+
+    async def _ack(self, client: Any, reads: list[_Read]) -> None:
+        applied: dict[str, int] = {}
+        for read in reads:
+            applied.update(read.applied)
+        ids = [entry_id for read in reads for entry_id in read.ids]
         async with client.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, self.group, *read.ids)
-            if read.applied:
-                pipe.hset(self.applied_key, mapping=read.applied)
+            if ids:
+                pipe.xack(self.stream, self.group, *ids)
+            if applied:
+                pipe.hset(self.applied_key, mapping=applied)
             await pipe.execute()
-        self._unacked = None
+        for _ in reads:
+            self._published.popleft()
 
     async def _measure_lag(self, client: Any) -> None:
         for group in await client.xinfo_groups(self.stream):
