@@ -58,11 +58,11 @@ hold_locks = True
 
 
 def lock_path(path: Path, sink_name: str) -> int | None:
-    """Lock `path` (a file, created if missing, or an existing or new folder when it ends in a
-    separator or already is one) for this process; returns the locked fd, to close on release.
-    None when there is nothing to lock (a device such as /dev/null, a FIFO) or the disk refuses
-    for a reason that can pass (full, quota): the sink then finds it down and waits. Raises `InvalidConfig` for a path that cannot be written or another process
-    holds."""
+    """Lock `path` (a file, created if missing, or a folder if it already is one) for this
+    process; returns the locked fd, to close on release. None when there is nothing to lock (a
+    device such as /dev/null, a FIFO) or the disk refuses for a reason that can pass (full,
+    quota): the sink then finds it down and waits. Raises `InvalidConfig` for a path that cannot
+    be written, or that another process holds."""
     folder = path.is_dir()
     try:
         (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
