@@ -31,13 +31,16 @@ __all__ = ["Outbox"]
 log = logging.getLogger("metricbus")
 
 MEMORY_LIMIT = 64 << 20  # bytes of batch bodies kept in memory per host; the rest waits on disk
+# Rows kept, uncounted, for the stats (counting costs the training thread nothing while the host
+# keeps up); past this many, the oldest batches are counted by kind and their rows let go.
+ROWS_LIMIT = 100_000
 
 
 class _Entry:
     """One frame of the stream: a batch (`seq` > 0, kept until acknowledged) or a control frame
     (`seq` 0). A spilled batch's body is on disk at `offset` (`body` None)."""
 
-    __slots__ = ("body", "header", "items", "kinds", "offset", "seq", "size")
+    __slots__ = ("body", "events", "header", "items", "kinds", "offset", "seq", "size")
 
     def __init__(self, seq: int, header: bytes, body: bytes | None, items: Sequence[Any] | None) -> None:
         self.seq = seq
@@ -46,6 +49,7 @@ class _Entry:
         self.size = len(header) + (len(body) if body is not None else 0)
         self.offset = -1
         self.items = items  # the rows, until the host's stats count them (or the body spills)
+        self.events = len(items) if items is not None else 0
         self.kinds: dict[type[Event], int] | None = None
 
     def count(self) -> dict[type[Event], int]:
@@ -74,6 +78,8 @@ class Outbox:
         self._fd = -1
         self._end = 0  # the spill file's size
         self._spill_failed = False
+        self._uncounted: deque[_Entry] = deque()  # batches still holding their rows, oldest first
+        self._rows = 0  # how many rows they hold
         self.writing = True  # False once the host is gone for good: batches are only kept
 
     # ---- adding ----
@@ -89,10 +95,16 @@ class Outbox:
         header = wire.HEADER.pack(len(body), Op.BATCH, seq)
         entry = _Entry(seq, header, body, items)
         if self.memory + len(body) > self.memory_limit and self._spill(entry, body):
-            entry.kinds = wire.item_kinds(items)  # the rows would hold the memory the spill saves
-            entry.items = None
+            entry.count()  # the rows would hold the memory the spill saves
         else:
             self.memory += len(body)
+            self._uncounted.append(entry)
+            self._rows += len(items)
+            while self._rows > ROWS_LIMIT:
+                oldest = self._uncounted.popleft()
+                self._rows -= oldest.events
+                if oldest.items is not None:  # not let go already (the host's stats count it)
+                    oldest.count()
         self.retained.append(entry)
         if self.writing:
             self._queue.append(entry)
@@ -152,7 +164,7 @@ class Outbox:
                 self._written = 0
                 self._head_body = None
                 if head.seq:
-                    self.unwritten_events -= self._events(head)
+                    self.unwritten_events -= head.events
         return False
 
     def _views(self) -> list[memoryview]:
@@ -177,10 +189,6 @@ class Outbox:
             skip -= len(views.pop(0))
         return views
 
-    @staticmethod
-    def _events(entry: _Entry) -> int:
-        return len(entry.items) if entry.items is not None else sum(entry.count().values())
-
     # ---- the host's answers ----
 
     def ack(self, seq: int) -> None:
@@ -188,6 +196,9 @@ class Outbox:
         retained = self.retained
         while retained and retained[0].seq <= seq:
             entry = retained.popleft()
+            if self._uncounted and self._uncounted[0] is entry:
+                self._uncounted.popleft()
+                self._rows -= entry.events
             if entry.body is not None:
                 self.memory -= len(entry.body)
             else:
@@ -204,7 +215,7 @@ class Outbox:
         self._written = 0
         self._head_body = None
         self.backlog = sum(entry.size for entry in self._queue)
-        self.unwritten_events = sum(self._events(e) for e in self._queue if e.seq)
+        self.unwritten_events = sum(e.events for e in self._queue if e.seq)
 
     def stop_writing(self) -> None:
         """Nothing more will be written (the host is gone for good): keep only what to save."""
@@ -222,6 +233,8 @@ class Outbox:
 
     def close(self) -> None:
         self.retained.clear()
+        self._uncounted.clear()
+        self._rows = 0
         self.stop_writing()
         self.memory = self.spilled = 0
         if self._fd >= 0:
