@@ -19,7 +19,16 @@ from pathlib import Path
 import pytest
 
 from bus import DeliveryError, Event, MetricBus, Metrics, RetryPolicy, Scalar, Sink, SinkState
-from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, TensorBoardSink, WandbSink, read_jsonl
+from sinks import (
+    CallbackSink,
+    CsvSink,
+    JsonlSink,
+    MemorySink,
+    ParquetSink,
+    TensorBoardSink,
+    WandbSink,
+    read_jsonl,
+)
 from tests.isolated_sinks import append_call, refuse_call
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +90,14 @@ def read_wandb(path: Path) -> set[Point]:
     }
 
 
+def read_parquet(path: Path) -> set[Point]:
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute(f"SELECT name, step, value FROM read_parquet('{path / 'pq'}/**/*.parquet')").fetchall()
+    return {_nan_safe((name, step, value)) for name, step, value in rows}
+
+
 def read_calls(path: Path) -> set[Point]:
     calls = [json.loads(line) for line in (path / "calls.txt").read_text().splitlines()]
     return {_nan_safe((c[2], c[4], c[3])) for c in calls}
@@ -122,6 +139,7 @@ CASES = [
         lambda p: WandbSink(project="contract", dir=p, init_timeout=0.001),  # wandb cannot start in time
         read_wandb,
     ),
+    Case("parquet", lambda p: ParquetSink(p / "pq"), lambda p: ParquetSink(_blocked(p)), read_parquet),
     Case(
         "callback",
         lambda p: CallbackSink(functools.partial(append_call, p / "calls.txt")),
