@@ -6,8 +6,8 @@ the training process nothing. It listens on 127.0.0.1 unless `host` names anothe
 What a scrape shows, per origin (labels `site`, `node`, `rank`; "" where the origin has none):
 
     <name>                                   the latest value of each scalar / Metrics value
-    metricbus_step                           the latest step the origin logged
-    metricbus_last_logged_timestamp_seconds  the wall time of the origin's latest value
+    metricbus_step                           the latest step the origin logged (the pipeline's
+    metricbus_last_logged_timestamp_seconds    own `metricbus/...` samples aside), and its wall time
     metricbus_sink_queue_events              the pipeline's own health, from PipelineMetrics
     metricbus_sink_lag_seconds                 (`metricbus/<sink>/<series>` events), with the
     metricbus_sink_dropped_events              sink's label as label `sink`
@@ -58,6 +58,7 @@ PIPELINE_FAMILIES = {
     "down": "metricbus_sink_down",
 }
 _PIPELINE = re.compile(r"metricbus/([A-Za-z0-9_.\-]+)/(" + "|".join(PIPELINE_FAMILIES) + ")")
+_OWN_PREFIX = "metricbus/"  # PipelineMetrics' names (and `metricbus aggregate`'s extra series)
 _STEP = "metricbus_step"
 _WALL = "metricbus_last_logged_timestamp_seconds"
 _HELD = "metricbus_prometheus_series"
@@ -164,15 +165,18 @@ class PrometheusSink(Sink):
                 labels = self._labels.get(event.origin)
                 if labels is None:
                     labels = self._labels[event.origin] = _origin_labels(event.origin)
-                ok = True
+                ok, training = True, False  # the pipeline's own samples do not move an origin's step
                 if type(event) is Scalar:
                     ok = self._set(event.name, labels, event.value)
+                    training = not event.name.startswith(_OWN_PREFIX)
                 else:
                     for name, value in event.values.items():  # type: ignore[union-attr]
                         ok = self._set(name, labels, value) and ok
+                        training = training or not name.startswith(_OWN_PREFIX)
                 refused += not ok
-                self._put(self._step, labels, float(event.step))
-                self._put(self._wall, labels, event.wall_time)
+                if training:
+                    self._put(self._step, labels, float(event.step))
+                    self._put(self._wall, labels, event.wall_time)
         return refused or None
 
     async def close(self) -> None:
@@ -213,8 +217,10 @@ class PrometheusSink(Sink):
             return family, 1
         target = prometheus_name(name, self.namespace)
         if target in self._families or target in OWN_FAMILIES:
-            other = self._families[target].help if target in self._families else "metricbus's own series"
-            log.warning("PrometheusSink: %r would be %s, which is %r's; its values are refused", name, target, other)
+            holder = (
+                "metricbus's own series" if target in OWN_FAMILIES else f"the series of {self._families[target].help!r}"
+            )
+            log.warning("PrometheusSink: %r would be %s, %s; its values are refused", name, target, holder)
             return None
         return self._family(target, name), 0
 

@@ -12,7 +12,8 @@ import functools
 import json
 import math
 import pickle
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from sinks import (
     JsonlSink,
     MemorySink,
     ParquetSink,
+    PrometheusSink,
     TensorBoardSink,
     WandbSink,
     read_jsonl,
 )
 from tests.isolated_sinks import append_call, refuse_call
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -180,10 +183,39 @@ async def test_everything_published_comes_out_in_batches_and_counters_balance(
     assert got == points(events)
 
 
-async def test_a_destination_that_is_down_fails_only_its_own_sink(case: Case, tmp_path: Path) -> None:
+_TAKEN: list[socket.socket] = []  # ports taken from under a sink; closed after each test
+
+
+def _port_taken_later(tmp: Path) -> Sink:
+    """A PrometheusSink whose port was free at the call and is taken before the sink opens."""
+    sink = PrometheusSink(free_port())
+    taker = socket.socket()
+    taker.bind(("127.0.0.1", sink.port))
+    taker.listen()
+    _TAKEN.append(taker)
+    return sink
+
+
+# A PrometheusSink's output is only served while it runs (tests/test_prometheus_sink.py scrapes it),
+# so it joins the contract where a broken destination is concerned.
+DOWN_CASES = [*CASES, Case("prometheus", lambda p: PrometheusSink(free_port()), _port_taken_later, None)]
+
+
+@pytest.fixture(params=DOWN_CASES, ids=[c.id for c in DOWN_CASES])
+def down_case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Case]:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    yield request.param
+    while _TAKEN:
+        _TAKEN.pop().close()
+
+
+async def test_a_destination_that_is_down_fails_only_its_own_sink(down_case: Case, tmp_path: Path) -> None:
     """Every broken destination here is an outage (a path under a file, a refused connection, a
-    service that does not start in time): the sink is down until the bus closes, then failed, and
-    every event it missed is counted as such ("sink_down")."""
+    service that does not start in time, a port taken since): the sink is down until the bus
+    closes, then failed, and every event it missed is counted as such ("sink_down")."""
+    case = down_case
     healthy = MemorySink("healthy")
     with pytest.raises(DeliveryError):
         async with MetricBus() as bus:
