@@ -25,9 +25,11 @@ Scalar and Metrics events give one row per value, Text events one row with `text
 kinds (histograms, images, hparams, ...) are not sent to this sink (`accepts`), as for CSV.
 
 A part is written to a hidden temporary file (`.part-*.parquet.tmp`, which no `*.parquet` glob
-matches), then renamed: a reader sees whole parts or none. Rows wait in memory for at most
-`part_interval` seconds (a timer thread writes them when no batch comes to do it), so a reader
-sees a value at most `part_interval` plus the bus's `max_interval` after it was logged; if the
+matches), then renamed: a reader sees whole parts or none. A part is written once its oldest row
+was logged `part_interval` seconds ago (a timer thread writes it when no batch comes to do it;
+the time a row spent reaching the sink counts up to half the interval, so a replay of old wall
+times makes parts of half an interval), so a reader sees a value about `part_interval` after it
+was logged, and never more than the bus's `max_interval` plus `part_interval` after; if the
 sink's process is killed, at most the rows of that window are lost. A part write that fails (a
 full disk) fails the batch that triggered it, which the bus retries; the rows of earlier batches
 stay in memory until a write succeeds.
@@ -102,10 +104,13 @@ class _Rows:
     def __init__(self) -> None:
         self.wall: list[float] = []
         self.origin: list[int] = []
-        self.name: list[str] = []
+        self.name: list[int] = []  # index into `names`: pyarrow builds a column of repeated
+        self.names: list[str] = []  # strings ~50x faster by `take` from the distinct ones
+        self.name_ids: dict[str, int] = {}
         self.step: list[int] = []
         self.value: list[float | None] = []
         self.context: list[int | None] = []
+        self.any_context = False
         self.texts: list[tuple[int, str]] = []  # (row, text) of the text rows, rare
         self.since = 0.0  # monotonic time of the oldest row
 
@@ -244,10 +249,15 @@ class ParquetSink(Sink):
 
     def _add(self, events: Sequence[Event]) -> None:
         rows = self._rows
-        if not len(rows):
-            rows.since = time.monotonic()
+        if not len(rows) and events:
+            # The interval counts from when the oldest row was logged: the time it took to reach
+            # the sink (a batch interval, a host hop) counts, up to half the interval, so a
+            # replay of old wall times still makes parts of half an interval, not one per batch.
+            lag = min(max(time.time() - events[0].wall_time, 0.0), self.part_interval / 2)
+            rows.since = time.monotonic() - lag
         wall, origin_col, name_col, step_col = rows.wall, rows.origin, rows.name, rows.step
         value_col, context_col = rows.value, rows.context
+        name_ids, names = rows.name_ids, rows.names
         origin_ids, context_ids = self._origin_ids, self._context_ids
         last_origin: Origin | None = None
         oid = 0
@@ -263,14 +273,19 @@ class ParquetSink(Sink):
             context = event.context
             cid: int | None = None
             if context is not None:
+                rows.any_context = True
                 cid = context_ids.get(context)
                 if cid is None:
                     cid = context_ids[context] = len(self._contexts)
                     self._contexts.append(context)
             if type(event) is Scalar:
+                nid = name_ids.get(event.name)
+                if nid is None:
+                    nid = name_ids[event.name] = len(names)
+                    names.append(event.name)
                 wall.append(event.wall_time)
                 origin_col.append(oid)
-                name_col.append(event.name)
+                name_col.append(nid)
                 step_col.append(event.step)
                 value_col.append(event.value)
                 context_col.append(cid)
@@ -278,15 +293,24 @@ class ParquetSink(Sink):
                 n = len(event.values)
                 wall.extend([event.wall_time] * n)
                 origin_col.extend([oid] * n)
-                name_col.extend(event.values)
+                for name in event.values:
+                    nid = name_ids.get(name)
+                    if nid is None:
+                        nid = name_ids[name] = len(names)
+                        names.append(name)
+                    name_col.append(nid)
                 step_col.extend([event.step] * n)
                 value_col.extend(event.values.values())
                 context_col.extend([cid] * n)
             elif type(event) is Text:
                 rows.texts.append((len(name_col), event.text))
+                nid = name_ids.get(event.name)
+                if nid is None:
+                    nid = name_ids[event.name] = len(names)
+                    names.append(event.name)
                 wall.append(event.wall_time)
                 origin_col.append(oid)
-                name_col.append(event.name)
+                name_col.append(nid)
                 step_col.append(event.step)
                 value_col.append(None)
                 context_col.append(cid)
@@ -311,7 +335,7 @@ class ParquetSink(Sink):
             texts = pa.array(column, pa.string())
         else:
             texts = pa.nulls(n, pa.string())
-        if any(c is not None for c in rows.context):
+        if rows.any_context:
             idx = pa.array(rows.context, pa.int32())
             ctx = self._contexts
             epoch = pc.take(pa.array([c.epoch for c in ctx], pa.int64()), idx)
@@ -326,7 +350,7 @@ class ParquetSink(Sink):
             per_origin([o.node or None for o in origins], pa.string()),
             per_origin([o.rank for o in origins], pa.int64()),
             pa.nulls(n, pa.string()) if self.job is None else pa.array([self.job] * n, pa.string()),
-            pa.array(rows.name, pa.string()),
+            pc.take(pa.array(rows.names, pa.string()), pa.array(rows.name, pa.int32())),
             pa.array(rows.step, pa.int64()),
             pa.array(rows.value, pa.float64()),
             texts,
