@@ -4,6 +4,8 @@ its sink host; the schema; parts written then renamed; compaction and recovery a
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -188,3 +190,14 @@ async def test_text_and_values_of_one_batch_in_one_part(tmp_path: Path) -> None:
     rows = sql(f"SELECT name, value, text FROM read_parquet('{run}/{GLOB}') ORDER BY name")
     assert rows == [("a", 1.0, None), ("b", 2.0, None), ("t", None, "x")]
     assert [p.name for p in run.glob("*.parquet")] == ["part-000001.parquet"]
+
+
+def test_making_the_sinks_in_the_training_process_imports_neither_pyarrow_nor_prometheus_client(tmp_path: Path) -> None:
+    """The training process builds the sinks and ships them to the host, which opens them."""
+    code = (
+        "import sys; from sinks import ParquetSink, PrometheusSink; from tests.redis_server import free_port; "
+        f"ParquetSink({str(tmp_path)!r}); PrometheusSink(free_port()); "
+        "print([m for m in ('pyarrow', 'prometheus_client') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
