@@ -1,6 +1,7 @@
 """One writer per file, and mistakes found at the call that made them.
 
-Every file or folder a sink writes (`Sink.exclusive_paths`) is locked (`flock`) for the process
+Every file a sink writes (`Sink.exclusive_paths`; a sink that writes a folder names a lock file
+in it) is locked (`flock`) for the process
 that feeds the sink, from `add_sink` until the bus closes; the kernel releases the lock when that
 process dies, so a crashed run never leaves a stale lock behind. A second process given the same
 path gets `InvalidConfig` at its `add_sink`, naming the process that holds it, and so never
@@ -58,21 +59,20 @@ hold_locks = True
 
 
 def lock_path(path: Path, sink_name: str) -> int | None:
-    """Lock `path` (a file, created if missing, or a folder if it already is one) for this
-    process; returns the locked fd, to close on release. None when there is nothing to lock (a
+    """Lock the file `path` (created, with its folders, if missing) for this process; returns the
+    locked fd, to close on release. None when there is nothing to lock (a
     device such as /dev/null, a FIFO) or the disk refuses for a reason that can pass (full,
     quota): the sink then finds it down and waits. Raises `InvalidConfig` for a path that cannot
     be written, or that another process holds."""
-    folder = path.is_dir()
     try:
-        (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY) if folder else os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     except OSError as exc:
         if exc.errno in MISTAKES:
             why = _WHY.get(exc.errno or 0, exc.strerror or str(exc))
             raise InvalidConfig(f"sink {sink_name!r} cannot write {path}: {why} ({exc.strerror})") from None
         return None
-    if not folder and not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: no file to protect
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: no file to protect
         os.close(fd)
         return None
     try:

@@ -54,9 +54,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="*.jsonl, TensorBoard logdir or file")
     into = rep.add_mutually_exclusive_group(required=True)
     into.add_argument("--plan", type=Path, help="a plan file (TOML) declaring the sinks")
-    specs = "csv:PATH, jsonl:PATH, tensorboard:DIR, wandb:PROJECT (offline) or mlflow:URI; repeat for more sinks"
+    specs = (
+        "csv:PATH, jsonl:PATH, parquet:DIR, tensorboard:DIR, wandb:PROJECT (offline) or mlflow:URI;"
+        " repeat for more sinks"
+    )
     into.add_argument("--to", action="append", metavar="SPEC", help=specs)
+    # ---- query: SQL over a ParquetSink run (producers/_query.py) ----
+    query = commands.add_parser("query", help="SQL over a Parquet run directory (DuckDB), printed as a table")
+    query.add_argument("run", type=Path, metavar="RUN", help="a ParquetSink run_dir (its rows are the view `metrics`)")
+    query.add_argument("sql", metavar="SQL", help='e.g. "SELECT name, max(step) FROM metrics GROUP BY name"')
+    query.add_argument("--max-rows", type=int, default=100, help="rows printed at most (default 100)")
     args = parser.parse_args(argv)
+    if args.command == "query":
+        from bus import InvalidConfig
+
+        from ._query import query_command
+
+        try:
+            return query_command(args.run, args.sql, max_rows=args.max_rows)
+        except InvalidConfig as exc:
+            parser.error(str(exc))
     if args.command == "replay":
         from bus import InvalidConfig
 

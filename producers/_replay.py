@@ -104,7 +104,7 @@ MAX_REPORTED = 10
 #: add_sink options of a replay, unless the caller's options say otherwise. `when_full` is
 #: always "block": a replay that dropped events would be a wrong copy.
 SINK_DEFAULTS: Mapping[str, Any] = {"capacity": 100_000, "max_batch": 10_000}
-SPECS = ("csv:PATH", "jsonl:PATH", "tensorboard:DIR", "wandb:PROJECT", "mlflow:URI")
+SPECS = ("csv:PATH", "jsonl:PATH", "parquet:DIR", "tensorboard:DIR", "wandb:PROJECT", "mlflow:URI")
 
 _BLOCK = 4 << 20  # bytes of JSONL decoded per msgspec call (~37,000 scalar events)
 _TB_BATCH = 10_000  # events per publish_many from TensorBoard files
@@ -511,8 +511,9 @@ def _hparams(content: bytes, head: dict[str, Any]) -> list[Event]:
 
 
 def sink_from_spec(spec: str) -> Sink:
-    """A sink from a `--to` shorthand: csv:PATH, jsonl:PATH, tensorboard:DIR, wandb:PROJECT
-    (offline) or mlflow:URI (sinks.MLflowSink with tracking_uri=URI)."""
+    """A sink from a `--to` shorthand: csv:PATH, jsonl:PATH, parquet:DIR (a run directory of part
+    files, for `metricbus query`), tensorboard:DIR, wandb:PROJECT (offline) or mlflow:URI
+    (sinks.MLflowSink with tracking_uri=URI)."""
     kind, _, where = spec.partition(":")
     if not where:
         raise InvalidConfig(f"--to {spec!r}: expected KIND:WHERE, one of {', '.join(SPECS)}")
@@ -521,6 +522,10 @@ def sink_from_spec(spec: str) -> Sink:
             return CsvSink(where)
         case "jsonl":
             return JsonlSink(where)
+        case "parquet":
+            from sinks import ParquetSink
+
+            return ParquetSink(where)
         case "tensorboard":
             from sinks import TensorBoardSink
 

@@ -1,7 +1,7 @@
 """Built-in sinks.
 
-The TensorBoard, W&B, MLflow and console sinks are loaded on first use, so `import sinks` never
-imports tensorboardX, wandb, mlflow or rich.
+The TensorBoard, W&B, MLflow, console, Parquet and Prometheus sinks are loaded on first use, so
+`import sinks` never imports tensorboardX, wandb, mlflow, rich, pyarrow or prometheus_client.
 """
 
 from typing import TYPE_CHECKING
@@ -17,6 +17,8 @@ from ._memory import MemorySink
 if TYPE_CHECKING:
     from ._console import ConsoleSink
     from ._mlflow import MLflowSink
+    from ._parquet import ParquetSink
+    from ._prometheus import PrometheusSink
     from ._redis import RedisSink
     from ._tensorboard import TensorBoardSink, encode_record
     from ._wandb import WandbSink
@@ -26,6 +28,8 @@ _LAZY = {
     "WandbSink": "._wandb",
     "ConsoleSink": "._console",
     "MLflowSink": "._mlflow",  # imports mlflow only when it opens
+    "ParquetSink": "._parquet",  # imports pyarrow only when it opens
+    "PrometheusSink": "._prometheus",  # imports prometheus_client only when it opens
     "RedisSink": "._redis",  # the Redis bridge; imports redis only when it opens
     "encode_record": "._tensorboard",  # one TFRecord of a TensorBoard event file
 }
@@ -37,6 +41,8 @@ __all__ = [
     "JsonlSink",
     "MLflowSink",
     "MemorySink",
+    "ParquetSink",
+    "PrometheusSink",
     "RedisSink",
     "Sink",
     "TensorBoardSink",

@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ["wandb", "tensorboardX", "tensorboard", "torch", "numpy", "rich", "psutil"]
+HEAVY = [
+    "wandb",
+    "tensorboardX",
+    "tensorboard",
+    "torch",
+    "numpy",
+    "rich",
+    "psutil",
+    "pyarrow",
+    "duckdb",
+    "prometheus_client",
+]
 
 
 def test_importing_bus_sinks_and_producers_pulls_in_no_heavy_library() -> None:

@@ -330,7 +330,7 @@ def test_bad_sources_and_targets_are_refused_before_anything_is_written(tmp_path
     ]:
         with pytest.raises(InvalidConfig, match=message):
             replay([source], [sinks.MemorySink()])
-    for spec, message in [("csv", "expected KIND:WHERE"), ("parquet:x.pq", "unknown kind 'parquet'")]:
+    for spec, message in [("csv", "expected KIND:WHERE"), ("orc:x.orc", "unknown kind 'orc'")]:
         with pytest.raises(InvalidConfig, match=message):
             sink_from_spec(spec)
 

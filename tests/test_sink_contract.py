@@ -12,15 +12,27 @@ import functools
 import json
 import math
 import pickle
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bus import DeliveryError, Event, InvalidConfig, MetricBus, Metrics, RetryPolicy, Scalar, Sink, SinkState
-from sinks import CallbackSink, CsvSink, JsonlSink, MemorySink, TensorBoardSink, WandbSink, read_jsonl
+from sinks import (
+    CallbackSink,
+    CsvSink,
+    JsonlSink,
+    MemorySink,
+    ParquetSink,
+    PrometheusSink,
+    TensorBoardSink,
+    WandbSink,
+    read_jsonl,
+)
 from tests.isolated_sinks import append_call, refuse_call
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -81,6 +93,14 @@ def read_wandb(path: Path) -> set[Point]:
     }
 
 
+def read_parquet(path: Path) -> set[Point]:
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute(f"SELECT name, step, value FROM read_parquet('{path / 'pq'}/**/*.parquet')").fetchall()
+    return {_nan_safe((name, step, value)) for name, step, value in rows}
+
+
 def read_calls(path: Path) -> set[Point]:
     calls = [json.loads(line) for line in (path / "calls.txt").read_text().splitlines()]
     return {_nan_safe((c[2], c[4], c[3])) for c in calls}
@@ -136,6 +156,7 @@ CASES = [
         lambda p: WandbSink(project="contract", dir=p, init_timeout=0.001),  # wandb cannot start in time
         read_wandb,
     ),
+    Case("parquet", lambda p: ParquetSink(p / "pq"), lambda p: ParquetSink(_blocked(p)), read_parquet, mistake=True),
     Case(
         "callback",
         lambda p: CallbackSink(functools.partial(append_call, p / "calls.txt")),
@@ -176,11 +197,40 @@ async def test_everything_published_comes_out_in_batches_and_counters_balance(
     assert got == points(events)
 
 
-async def test_a_destination_that_is_down_fails_only_its_own_sink(case: Case, tmp_path: Path) -> None:
+_TAKEN: list[socket.socket] = []  # ports taken from under a sink; closed after each test
+
+
+def _port_taken_later(tmp: Path) -> Sink:
+    """A PrometheusSink whose port was free at the call and is taken before the sink opens."""
+    sink = PrometheusSink(free_port())
+    taker = socket.socket()
+    taker.bind(("127.0.0.1", sink.port))
+    taker.listen()
+    _TAKEN.append(taker)
+    return sink
+
+
+# A PrometheusSink's output is only served while it runs (tests/test_prometheus_sink.py scrapes it),
+# so it joins the contract where a broken destination is concerned.
+DOWN_CASES = [*CASES, Case("prometheus", lambda p: PrometheusSink(free_port()), _port_taken_later, None)]
+
+
+@pytest.fixture(params=DOWN_CASES, ids=[c.id for c in DOWN_CASES])
+def down_case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Case]:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    yield request.param
+    while _TAKEN:
+        _TAKEN.pop().close()
+
+
+async def test_a_destination_that_is_down_fails_only_its_own_sink(down_case: Case, tmp_path: Path) -> None:
     """A broken destination is either a mistake (a file sink's path under a regular file):
     `InvalidConfig` at the call, before anything is published; or an outage (a refused
-    connection, a service that does not start in time): the sink is down until the bus closes,
-    then failed, and every event it missed is counted as such ("sink_down")."""
+    connection, a service that does not start in time, a port taken since): the sink is down
+    until the bus closes, then failed, and every event it missed is counted as such ("sink_down")."""
+    case = down_case
     if case.mistake:
         async with MetricBus() as bus:
             with pytest.raises(InvalidConfig, match="not a folder"):
