@@ -42,7 +42,7 @@ from .._sink import Sink
 from .._spool import save_events, spool_dir_of
 from .._stats import DropReason, SinkState, SinkStats, accepted_share
 from ..wire import Op
-from ._messages import STOPPED_ON_REQUEST, Hello, SinkSpec
+from ._messages import Hello, SinkSpec
 from ._outbox import Outbox
 from ._progress import Counts, read_progress
 from ._pump import Pump
@@ -96,7 +96,6 @@ class HostLink:
         self.restarts = 0
         self.closed = False
         self.dead: str | None = None  # why the host was given up on: its batches are only kept
-        self.stopped = False  # the host stopped on request (SIGTERM): another starts when needed
         self.outbox = Outbox(self.state_dir / "outbox")
         self._lock = threading.RLock()
         self._replies = bytearray()
@@ -141,16 +140,15 @@ class HostLink:
 
     @property
     def backlog_events(self) -> int:
-        """Events sent that the host's pipe has not taken yet (0 while there is no host to wait
-        for: given up on, or stopped on request; its batches are kept meanwhile)."""
-        return 0 if self.stopped else self.outbox.unwritten_events
+        """Events sent that the host's pipe has not taken yet (0 once the host is given up on:
+        nothing waits for it then, its batches are kept to be saved)."""
+        return self.outbox.unwritten_events
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until the host has written and flushed everything sent before; False on timeout.
         A host given up on has nothing more to flush: its events are kept to be saved."""
         if self.dead is not None:
             return True
-        self._start_again()
         done = self._request(Op.FLUSH)
         return done.wait(timeout)
 
@@ -165,7 +163,6 @@ class HostLink:
             self._deadline = time.monotonic() + self.shutdown_timeout
         if self.dead is not None:
             return
-        self._start_again()
         self._close_request = self._request(Op.CLOSE)
         with contextlib.suppress(OSError):  # the clock starts now, even if the host is behind
             os.write(self._control, b"\0")
@@ -252,7 +249,7 @@ class HostLink:
 
     def serve(self, *, readable: bool, writable: bool) -> None:
         """One turn of the pump: write what waits, read replies, replace a dead host."""
-        if self.closed or self.dead is not None or self.stopped:
+        if self.closed or self.dead is not None:
             return
         if writable:
             with self._lock:
@@ -271,6 +268,9 @@ class HostLink:
                 stdout=subprocess.PIPE,
                 close_fds=True,
                 pass_fds=(control_r,),
+                # its own session: signals for the trainer's process group (Ctrl-C, a Jupyter
+                # kernel terminating its children at shutdown) are the trainer's to handle
+                start_new_session=True,
             )
         finally:
             os.close(control_r)
@@ -305,7 +305,7 @@ class HostLink:
     def _write(self) -> bool:
         """Write from the outbox without blocking (lock held); True if some is left."""
         fd = self.data_fd
-        if fd is None or self.dead is not None or self.stopped:
+        if fd is None or self.dead is not None:
             return False
         try:
             return self.outbox.write(fd)
@@ -367,12 +367,6 @@ class HostLink:
                 code = proc.wait(1.0)
         if self._closed_cleanly or self.closed:  # it closed as asked
             return
-        if code == STOPPED_ON_REQUEST and not self._closing:
-            log.info("metricbus: sink host %s stopped on request; another starts when needed", self.label)
-            with self._lock:
-                self.stopped = True
-                self._close_pipes()
-            return
         now = time.monotonic()
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW:
@@ -385,13 +379,6 @@ class HostLink:
             self.restarts += 1
             self._close_pipes()
             self._replace()
-
-    def _start_again(self) -> None:
-        """A host stopped on request: start another now (its predecessor settled what it says)."""
-        with self._lock:
-            if self.stopped and self.dead is None:
-                self.stopped = False
-                self._replace()
 
     def _replace(self) -> None:
         """Start a host that resumes where the last one stopped (lock held)."""

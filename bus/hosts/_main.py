@@ -7,13 +7,10 @@ host answers on stdout: ACK when every sink has settled a batch (so the trainer 
 a SNAPSHOT of the sinks' stats every tick, and the replies to FLUSH and CLOSE.
 
 It outlives its trainer: when the trainer dies (stdin ends, or the parent process is gone) it
-delivers everything it received, closes every sink and exits. Ctrl-C to the process group is the
-trainer's to handle: the host ignores it and is closed by the trainer. SIGTERM is a request to
-stop (a notebook kernel shutting down terminates its children, a batch scheduler its job): the
-host reads what is already in its pipe, delivers it, closes its sinks and exits with
-`STOPPED_ON_REQUEST`; the trainer keeps what it ships meanwhile (its outbox) and starts another
-host when it needs one (a flush, its close), not at once: a kernel shutting down would only
-terminate that one too. A
+delivers everything it received, closes every sink and exits. It runs in a session of its own,
+so that signals meant for the trainer's process group (Ctrl-C in a terminal, a Jupyter kernel
+terminating its children at shutdown) do not reach it, and it ignores SIGINT and SIGTERM sent to
+it directly (a scheduler signalling every process of a job): the trainer drains and closes it. A
 byte on the control pipe means "the trainer is closing": the shutdown clock starts even while the
 host is blocked behind a full sink.
 
@@ -48,7 +45,7 @@ from .._route import Route
 from .._sink import Sink
 from .._stats import DropReason
 from ..wire import Op
-from ._messages import STOPPED_ON_REQUEST, Hello, SinkSpec
+from ._messages import Hello, SinkSpec
 from ._progress import Counts, Progress
 
 log = logging.getLogger("metricbus")
@@ -159,7 +156,7 @@ class Host:
             try:
                 return os.read(self.fd_in, 1 << 20)
             except BlockingIOError:
-                if self._parent_gone() or _terminated:  # nothing more comes: what was sent is all read
+                if self._parent_gone():  # nothing more can come: what was sent is all read
                     return b""
                 with anyio.move_on_after(0.2):
                     await anyio.wait_readable(self.fd_in)
@@ -399,17 +396,9 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-_terminated = False  # SIGTERM came: finish what the pipe holds, then close
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    global _terminated
-    _terminated = True
-
-
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd_in, fd_out = os.dup(0), os.dup(1)
     os.dup2(2, 1)  # a sink that prints must not corrupt the reply stream
     try:
@@ -440,9 +429,7 @@ def main() -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        # sink threads a hung sink left behind must not hold the exit; the code tells the trainer
-        # whether it stopped because it was asked to (SIGTERM): then it is started again on demand
-        os._exit(STOPPED_ON_REQUEST if _terminated else 0)
+        os._exit(0)  # sink threads a hung sink left behind must not hold the exit
 
 
 if __name__ == "__main__":

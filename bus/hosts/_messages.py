@@ -6,9 +6,7 @@ import msgspec
 
 from .._config import SinkConfig
 
-__all__ = ["STOPPED_ON_REQUEST", "Hello", "SinkSpec"]
-
-STOPPED_ON_REQUEST = 143  # a host's exit code after SIGTERM (delivered what it had, then closed)
+__all__ = ["Hello", "SinkSpec"]
 
 
 class Hello(msgspec.Struct, frozen=True):
