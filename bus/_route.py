@@ -1,11 +1,13 @@
-"""One route per sink: its buffer, the batching loop, outages, retries and the counters.
+"""One route per sink: the batching loop, what to do about an outage or a failing batch, and the
+counters. The buffer and its when-full policy are `SinkBuffer` (`_buffer.py`), the spool's files
+`_spool.py`, calling the sink (its thread, the call timeout, retries) `SinkCalls`
+(`_sink_calls.py`).
 
 Everything here runs on the bus's event loop thread; publishers append synchronously and the
 route's task takes whole batches, so the per-event cost is a deque append and two comparisons.
-The sink's own code runs on its `SinkThread`, so every call can be abandoned at a deadline; the
-spool's disk work runs on worker threads, so a dead disk never stalls the loop.
+The spool's disk work runs on worker threads, so a dead disk never stalls the loop.
 
-A failed call means one of two things, and the route tells them apart:
+A failed call means one of two things (`SinkCalls` tells them apart), and the route acts on it:
 
 - **the sink is down**: `OSError` and its kin (a full disk, a share that went away, a refused
   connection, a timeout). Nothing is wrong with the events: the route keeps
@@ -31,37 +33,16 @@ import anyio
 
 from ._buffer import SinkBuffer
 from ._config import SinkConfig
-from ._errors import InvalidSinkResult
 from ._events import Event
-from ._file_locks import RUNTIME_MISTAKES
 from ._rate import Reducer
 from ._sink import Sink
-from ._sink_thread import SinkThread
+from ._sink_calls import Down, Failed, SinkCalls
 from ._spool import load_segment, save_events, scan, spool_dir_of, write_segment
 from ._stats import DropReason, SinkState, SinkStats
 
 log = logging.getLogger("metricbus")
 
 _NEVER = math.inf
-
-
-def is_down(exc: BaseException) -> bool:
-    """Does this failure say the destination is down (rather than that the events are bad, or the
-    sink was set up wrong)? OSError and its kin: a full disk, a missing share, a refused
-    connection, a timeout; not a path that can never be written (a folder given for a file, a
-    read-only filesystem, no permission): that is a mistake, and the sink fails."""
-    return isinstance(exc, OSError) and exc.errno not in RUNTIME_MISTAKES  # ConnectionError, TimeoutError too
-
-
-class _Failed(Exception):
-    """An attempt (after its retries) did not succeed; `hung` when the sink stopped answering."""
-
-    def __init__(self, hung: bool) -> None:
-        self.hung = hung
-
-
-class _Down(Exception):
-    """The sink is down (see `is_down`)."""
 
 
 class Route:
@@ -92,13 +73,10 @@ class Route:
         self.dropped: dict[str, int] = {}
         self._unsent: list[Event] = []  # the events handed to the sink and not settled yet
         self.batches = 0
-        self.failed_attempts = 0
-        self.last_error: str | None = None
+        self.calls = SinkCalls(name, sink, config)  # where its code runs, timeouts, retries
         self.closing = False
         self.done = anyio.Event()
         self.on_settled: Callable[[], None] | None = None  # called after each batch the sink wrote
-        self._calling: str | None = None  # the sink method being awaited, for hang reports
-        self._thread: SinkThread | None = None
         self._wake_at: float = _NEVER
         self._wakeup = anyio.Event()
         self._space: anyio.Event | None = None
@@ -111,7 +89,6 @@ class Route:
         # A batch that keeps failing is split to find the events at fault; this many failed
         # writes in a row without a success means the sink itself is broken, not its input.
         self._fail_limit = 2 * math.ceil(math.log2(config.max_batch + 1)) + 4
-        self._failures_in_a_row = 0
 
     # ---- publisher side (synchronous, on the loop thread) ----
 
@@ -185,8 +162,9 @@ class Route:
     async def abandon(self, shutdown_timeout: float) -> None:
         """Shutdown gave up on this sink: it is failed, and what it never got is counted and
         saved to its spool directory (within a few seconds; a dead disk cannot hold shutdown)."""
-        doing = f"{self._calling} did not return" if self._calling else "did not finish"
-        self.last_error = f"{doing} within the shutdown timeout ({shutdown_timeout}s)"
+        calling = self.calls.calling
+        doing = f"{calling} did not return" if calling else "did not finish"
+        self.calls.last_error = f"{doing} within the shutdown timeout ({shutdown_timeout}s)"
         self.state = SinkState.FAILED
         self._plain = False
         with anyio.move_on_after(5.0):
@@ -205,8 +183,8 @@ class Route:
             queued=len(self.buffer) + (reducer.held if reducer is not None else 0),
             in_flight=self.in_flight,
             batches=self.batches,
-            failed_attempts=self.failed_attempts,
-            last_error=self.last_error,
+            failed_attempts=self.calls.failed_attempts,
+            last_error=self.calls.last_error,
             restarts=self.sink.restarts,
             reduced=reducer.reduced if reducer is not None else 0,
             saved_to=None if self.saved_to is None else str(self.saved_to),
@@ -305,7 +283,7 @@ class Route:
 
     async def run(self) -> None:
         """Open the sink, write batches until closed and drained, then flush and close it."""
-        self._thread = SinkThread(self.name) if self.sink.blocking else None
+        self.calls.start()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._spool_writer)
@@ -315,8 +293,7 @@ class Route:
                     tg.cancel_scope.cancel()
         finally:
             self._finish()
-            if self._thread is not None:
-                self._thread.stop()
+            self.calls.stop()
 
     async def _serve(self) -> None:
         try:
@@ -324,18 +301,18 @@ class Route:
             if self.state is not SinkState.DOWN:
                 self.state = SinkState.OPEN
             await self._pump()
-            await self._attempt("close", self.sink.close, retry=False)
-        except _Down:  # still down when the bus closed: what it did not get is saved
+            await self.calls.attempt("close", self.sink.close, retry=False)
+        except Down:  # still down when the bus closed: what it did not get is saved
             self.state = SinkState.FAILED
             await self._lose(DropReason.SINK_DOWN)
             self._log_failure("still down at shutdown")
-            with contextlib.suppress(_Failed, _Down):
-                await self._attempt("close", self.sink.close, retry=False)
-        except _Failed as failed:
+            with contextlib.suppress(Failed, Down):
+                await self.calls.attempt("close", self.sink.close, retry=False)
+        except Failed as failed:
             await self._fail()
             if not failed.hung:  # a sink that answers still gets its close, after a failure too
-                with contextlib.suppress(_Failed, _Down):
-                    await self._attempt("close", self.sink.close, retry=False)
+                with contextlib.suppress(Failed, Down):
+                    await self.calls.attempt("close", self.sink.close, retry=False)
 
     async def _spool_writer(self) -> None:
         """Writes the spool's tail to disk when it fills (or when the sink is down or closing),
@@ -421,10 +398,10 @@ class Route:
     async def _write(self, batch: list[Event]) -> None:
         """Write a batch: through an outage (it is kept and written again, whole, once the sink
         answers), and if it keeps failing otherwise, split to find the events at fault."""
-        worked_before = self._failures_in_a_row == 0 and self.batches > 0
+        worked_before = self.calls.failures_in_a_row == 0 and self.batches > 0
         try:
-            refused = await self._until_written("write_batch", self._write_batch, batch)
-        except _Failed as failed:
+            refused = await self._until_written("write_batch", self.calls.write_batch, batch)
+        except Failed as failed:
             if failed.hung:
                 raise
             await self._bisect(batch, worked_before)
@@ -433,11 +410,11 @@ class Route:
 
     async def _until_written(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Call the sink (with retries); while it is down, probe it with capped backoff until it
-        answers; raise `_Down` if it is still down when the bus closes."""
+        answers; raise `Down` if it is still down when the bus closes."""
         while True:
             try:
-                result = await self._attempt(what, call, *args)
-            except _Down:
+                result = await self.calls.attempt(what, call, *args)
+            except Down:
                 await self._probe_later()
                 continue
             self._up()
@@ -446,7 +423,7 @@ class Route:
     async def _probe_later(self) -> None:
         """The sink is down: keep what it is sent (spilling it), and wait before the next probe
         (capped backoff). Once the bus is closing, it gets `retry.max_attempts` more probes, then
-        `_Down` ends the wait."""
+        `Down` ends the wait."""
         if self.state is not SinkState.DOWN:
             self.state = SinkState.DOWN
             self.down_since = time.time()
@@ -454,12 +431,14 @@ class Route:
             self._plain = False
             self._release_space()  # publishers waiting on it: it takes everything now
             self._release_flushes()
-            log.warning("sink %r is down (%s); its events are kept and it is probed again", self.name, self.last_error)
+            log.warning(
+                "sink %r is down (%s); its events are kept and it is probed again", self.name, self.calls.last_error
+            )
         retry = self.config.retry
         if self.closing:
             self._close_probes += 1
             if self._close_probes > retry.max_attempts:
-                raise _Down
+                raise Down
             await anyio.sleep(retry.delay(self._close_probes))
             return
         self._probes += 1
@@ -491,20 +470,20 @@ class Route:
         failed_alone: list[tuple[Event, str]] = []
         pending = [batch[len(batch) // 2 :], batch[: len(batch) // 2]] if len(batch) > 1 else []
         if len(batch) == 1:
-            failed_alone.append((batch[0], self.last_error or ""))
+            failed_alone.append((batch[0], self.calls.last_error or ""))
         while pending:
             part = pending.pop()
             try:
-                refused_here = await self._attempt_once_or_down("write_batch", self._write_batch, part)
-            except _Failed as failed:
-                if failed.hung or self._failures_in_a_row > self._fail_limit:
+                refused_here = await self._attempt_once_or_down("write_batch", self.calls.write_batch, part)
+            except Failed as failed:
+                if failed.hung or self.calls.failures_in_a_row > self._fail_limit:
                     hung = failed.hung
                     pending.append(part)
                     break
                 if len(part) > 1:
                     pending += [part[len(part) // 2 :], part[: len(part) // 2]]
                 else:
-                    failed_alone.append((part[0], self.last_error or ""))
+                    failed_alone.append((part[0], self.calls.last_error or ""))
                 continue
             written += len(part) - refused_here
             refused += refused_here
@@ -514,7 +493,7 @@ class Route:
             if refused:
                 self._drop(DropReason.REJECTED, refused)
             self._unsent = [e for e, _ in failed_alone] + [e for part in reversed(pending) for e in part]
-            raise _Failed(hung=hung)
+            raise Failed(hung=hung)
         for _, error in failed_alone:
             log.error("sink %r: rejected an event that fails on its own: %s", self.name, error)
         self._settle(written, refused + len(failed_alone))
@@ -522,8 +501,8 @@ class Route:
     async def _attempt_once_or_down(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         while True:
             try:
-                return await self._attempt(what, call, *args, retry=False)
-            except _Down:
+                return await self.calls.attempt(what, call, *args, retry=False)
+            except Down:
                 await self._probe_later()
 
     def _settle(self, written: int, rejected: int) -> None:
@@ -535,18 +514,6 @@ class Route:
         if self.on_settled is not None:
             self.on_settled()
 
-    async def _write_batch(self, events: Sequence[Event]) -> int:
-        """The sink's write_batch, with its result checked: None or a count of refused events."""
-        result = await self.sink.write_batch(events)
-        if result is None:
-            return 0
-        if type(result) is not int or not 0 <= result <= len(events):
-            raise InvalidSinkResult(
-                f"write_batch returned {result!r}; it must return None or the number of events "
-                f"it refused (0..{len(events)})"
-            )
-        return result
-
     async def _flush_sink(self) -> None:
         self._flushing, self._flush_waiters = self._flush_waiters, []
         try:
@@ -555,40 +522,6 @@ class Route:
             for waiter in self._flushing:
                 waiter.set()
             self._flushing = []
-
-    async def _attempt(self, what: str, call: Callable[..., Awaitable[Any]], *args: Any, retry: bool = True) -> Any:
-        """Call a sink method on its thread with the retry policy; raise `_Down` at once when
-        the sink is down, `_Failed` when it keeps failing otherwise, or at once when it does not
-        answer within the call timeout."""
-        policy = self.config.retry
-        attempts = policy.max_attempts if retry else 1
-        for attempt in range(1, attempts + 1):
-            self._calling = what
-            try:
-                with anyio.move_on_after(self.config.call_timeout) as deadline:
-                    result = await (self._thread.call(call, *args) if self._thread is not None else call(*args))
-                if deadline.cancelled_caught:
-                    self.failed_attempts += 1
-                    self.last_error = f"{what} did not return within call_timeout={self.config.call_timeout}s (hung)"
-                    log.error("sink %r: %s", self.name, self.last_error)
-                    raise _Failed(hung=True)
-            except _Failed:
-                raise
-            except Exception as exc:  # a sink's failure is data for the stats, never the caller's
-                self.failed_attempts += 1
-                self.last_error = f"{what}: {type(exc).__name__}: {exc}"
-                if is_down(exc):
-                    raise _Down from exc
-                log.warning("sink %r: %s failed (attempt %d of %d): %r", self.name, what, attempt, attempts, exc)
-                if attempt < attempts:
-                    await anyio.sleep(policy.delay(attempt))
-                continue
-            finally:
-                self._calling = None
-            self._failures_in_a_row = 0
-            return result
-        self._failures_in_a_row += 1
-        raise _Failed(hung=False)
 
     async def _fail(self) -> None:
         self.state = SinkState.FAILED
@@ -600,7 +533,7 @@ class Route:
         self._log_failure("failed")
 
     def _log_failure(self, what: str) -> None:
-        log.error("sink %r %s: %s", self.name, what, self.last_error)
+        log.error("sink %r %s: %s", self.name, what, self.calls.last_error)
 
     def _finish(self) -> None:
         self.accepting = False

@@ -9,6 +9,7 @@ in the trainer, and no process left behind.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -177,8 +178,14 @@ def test_kill_9_of_the_trainer_loses_at_most_one_poll_and_the_host_writes_the_re
     events = read_jsonl(tmp_path / "m.jsonl")
     assert [e.step for e in events] == list(range(len(events)))  # type: ignore[union-attr]  # in order, once
     lost = last_logged - events[-1].wall_time  # the time span of what the kill took with it
-    # at most one poll_interval (20 ms: what the trainer had not shipped) and the step in progress
-    assert lost <= 0.025, f"{logged - len(events)} of {logged} steps lost: the last {lost * 1000:.0f} ms"
+    # At most one poll_interval (20 ms: what the trainer had not shipped) and the step in progress.
+    # A step is ~1 ms on a quiet machine; on a busy one the loop is descheduled for longer, and the
+    # step in progress is as long as the longest gap between steps just before the kill.
+    times = [e.wall_time for e in events[-500:]]
+    step = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    assert lost <= 0.020 + 2 * step + 0.005, (
+        f"{logged - len(events)} of {logged} lost: the last {lost * 1000:.0f} ms (steps up to {step * 1000:.0f} ms)"
+    )
     with open(tmp_path / "m.csv") as f:
         assert sum(1 for _ in f) - 1 == len(events)
 
