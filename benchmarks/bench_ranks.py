@@ -8,9 +8,19 @@
                                       (what Lightning's `self.log(..., sync_dist=True)` does)
     rank 0 only                       rank 0 logs its own values, the others nothing (hides them)
 
-    python benchmarks/bench_ranks.py [--ranks 2] [--steps 2000]
+and the same in a real Lightning fit (`strategy="ddp"`, the ranks' gloo group, a tiny model),
+10 values a step logged with `self.log(..., sync_dist=True)`:
 
-Per step, the median over rounds of the mean over `steps`, on rank 0 (microseconds).
+    Lightning syncs                   Lightning's own CSVLogger: an all_reduce per value per step
+    metricbus reduce_ranks            MetricBusLogger(reduce_ranks=True) over a JsonlSink: no
+                                      all_reduce; each rank's value goes to the job's reducer
+    Lightning, sync_dist=False        CSVLogger, no sync: what Lightning's own logging path costs
+    no logging                        the same fit logging nothing (the step's own cost)
+
+    python benchmarks/bench_ranks.py [--ranks 2] [--steps 2000] [--lightning-steps 300]
+
+Per step, the median over rounds of the mean over `steps`, on rank 0 (microseconds); Lightning's
+rows: the fit's time per step from the 20th batch to the end, less the fit that logs nothing.
 """
 
 from __future__ import annotations
@@ -81,20 +91,94 @@ def _rank(rank: int, world: int, port: int, steps: int, out: str, queue: mp.Queu
     dist.destroy_process_group()
 
 
+def _lightning_rank(rank: int, world: int, port: int, steps: int, out: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """One rank of three Lightning fits; Lightning finds the ranks in the environment."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), NODE_RANK="0"
+    )
+    os.environ["WORLD_SIZE"] = str(world)
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from producers.integrations import MetricBusLogger
+    from sinks import JsonlSink
+
+    class Net(pl.LightningModule):
+        def __init__(self, log_values: bool, sync: bool) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.log_values, self.sync = log_values, sync
+
+        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            x, y = batch
+            err = (self.layer(x) - y).pow(2)
+            if self.log_values:
+                for i, name in enumerate(NAMES):
+                    self.log(name, err[i % len(err)].mean(), sync_dist=self.sync)
+            return err.mean()
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    class Clock(pl.Callback):
+        warm = 20
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):  # type: ignore[no-untyped-def]
+            if batch_idx == self.warm:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, module):  # type: ignore[no-untyped-def]
+            self.per_step = (time.perf_counter() - self.start) / (trainer.global_step - self.warm)
+
+    data = DataLoader(TensorDataset(torch.randn(steps * 4 * world, 4), torch.randn(steps * 4 * world, 1)), batch_size=4)
+    results: dict[str, list[float]] = {"lightning": [], "metricbus": [], "nosync": [], "none": []}
+    for _ in range(3):
+        for variant in results:
+            if variant == "metricbus":
+                logger: object = MetricBusLogger([JsonlSink(Path(out) / f"lt{rank}.jsonl")], reduce_ranks=True)
+            else:
+                logger = CSVLogger(out, name=f"lt{rank}")
+            clock = Clock()
+            trainer = pl.Trainer(
+                logger=logger,
+                callbacks=[clock],
+                accelerator="cpu",
+                devices=world,
+                strategy="ddp",
+                max_epochs=1,
+                log_every_n_steps=1,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+            trainer.fit(Net(variant != "none", variant != "nosync"), data)
+            results[variant].append(clock.per_step)
+    if rank == 0:
+        queue.put({k: sorted(v)[len(v) // 2] for k, v in results.items()})
+
+
+def _spawn(fn, world: int, steps: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from tests.redis_server import free_port
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(fn, args=(world, free_port(), steps, out, queue), nprocs=world, join=True)
+        results: dict[str, float] = queue.get(timeout=60)
+    return {k: v * 1e6 for k, v in results.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--lightning-steps", type=int, default=300)
     args = parser.parse_args()
-    from tests.redis_server import free_port
 
     torch.set_num_threads(1)
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_rank, args=(args.ranks, free_port(), args.steps, out, queue), nprocs=args.ranks, join=True)
-        results = queue.get(timeout=60)
-    us = {k: v * 1e6 for k, v in results.items()}
+    us = _spawn(_rank, args.ranks, args.steps)
+    lt = _spawn(_lightning_rank, args.ranks, args.lightning_steps)
     rows = [
         {
             "what": f"every rank logs 10 values, reduced off the training path ({args.ranks} ranks)",
@@ -108,6 +192,22 @@ def main() -> None:
         },
         {"what": "rank 0 only logs its own values", "value": us["zero"], "unit": "us/step"},
         {"what": "sync_dist style / every rank logging", "value": us["sync"] / us["every"], "unit": "x"},
+        {
+            "what": f"Lightning fit, self.log(sync_dist=True) x10, Lightning syncs: logging cost ({args.ranks} ranks)",
+            "value": lt["lightning"] - lt["none"],
+            "unit": "us/step",
+        },
+        {
+            "what": "Lightning fit, the same with MetricBusLogger(reduce_ranks=True): logging cost",
+            "value": lt["metricbus"] - lt["none"],
+            "unit": "us/step",
+        },
+        {
+            "what": "Lightning fit, the same with sync_dist=False (Lightning's own logging path): logging cost",
+            "value": lt["nosync"] - lt["none"],
+            "unit": "us/step",
+        },
+        {"what": "Lightning fit logging nothing: the step itself", "value": lt["none"], "unit": "us/step"},
     ]
     write_result("ranks", rows)
 

@@ -43,7 +43,17 @@ from ._events import (
 )
 from ._file_locks import check_folder
 from ._flatten import metric_items
-from ._rank_reduce import MISSING_METRIC, MissingRank, RankReduce, RankReducer, RankStats, missing_lines
+from ._rank_reduce import (
+    MISSING_METRIC,
+    REDUCE_KEY,
+    MissingRank,
+    RankReduce,
+    RankReducer,
+    RankReduction,
+    RankStats,
+    declare_reductions,
+    missing_lines,
+)
 from ._rate import RateLimit
 from ._sink import Sink
 from ._spool import read_segments, read_spool
@@ -55,6 +65,7 @@ __all__ = [
     "EVENT_TYPES",
     "IMAGE_CHANNELS",
     "MISSING_METRIC",
+    "REDUCE_KEY",
     "Audio",
     "BusClosed",
     "BusFull",
@@ -81,6 +92,7 @@ __all__ = [
     "PrCurve",
     "RankReduce",
     "RankReducer",
+    "RankReduction",
     "RankStats",
     "RateLimit",
     "RetryPolicy",
@@ -106,6 +118,7 @@ __all__ = [
     "known_names",
     "lazy",
     "metric_items",
+    "declare_reductions",
     "missing_lines",
     "read_segments",
     "read_spool",

@@ -29,6 +29,14 @@ closed early, over the ranks present (counted `forced`).
 Values reduce as numpy would over the ranks: NaN in, NaN out (min/max/mean/std/sum); `std` is
 the population standard deviation (numpy's default, ddof=0); `count` is the ranks that logged
 the value. Events of other kinds, and events without a rank, pass through untouched.
+
+The ranks may say how their metrics reduce, in the stream itself: a `RunConfig` whose values hold
+`REDUCE_KEY` (`declare_reductions` builds it), sent by a rank before the values it describes (a
+framework adapter knows, when the user logs, what the framework would have done: Lightning's
+`self.log(..., sync_dist=True, reduce_fx="sum")`). A declared reduction is the job's own (per
+`origin.site`) and comes first: before `RankReduce.metrics`, then `reduce`. It names metrics
+exactly (no glob patterns); entries that are not a reduction are ignored. The RunConfig passes on
+to the sinks like any other (W&B shows it in the rank's run config).
 """
 
 from __future__ import annotations
@@ -37,23 +45,25 @@ import fnmatch
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 import msgspec
 
 from ._errors import InvalidConfig
-from ._events import Context, Event, Metrics, Origin
+from ._events import DEFAULT_ORIGIN, Context, Event, Metrics, Origin, RunConfig
 from ._flatten import metric_items
 
 __all__ = [
     "MISSING_METRIC",
+    "REDUCE_KEY",
     "MissingRank",
     "RankReduce",
     "RankReducer",
     "RankReduction",
     "RankStats",
+    "declare_reductions",
     "missing_lines",
     "reduce_values",
 ]
@@ -63,6 +73,9 @@ _REDUCTIONS = ("mean", "sum", "min", "max", "std", "count", "none")
 
 MISSING_METRIC = "metricbus/ranks/missing"
 """The job's series of how many ranks sent nothing for a step (written only around losses)."""
+
+REDUCE_KEY = "metricbus/ranks/reduce"
+"""The RunConfig key under which ranks declare how their metrics reduce ({name: reduction})."""
 
 _RECENT = 4096  # closed steps remembered per job, to tell a late value from a new step
 
@@ -130,6 +143,32 @@ class RankStats(msgspec.Struct, frozen=True):
     missing: dict[str, MissingRank]
 
 
+def declare_reductions(
+    metrics: Mapping[str, RankReduction], *, origin: Origin = DEFAULT_ORIGIN, context: Context | None = None
+) -> RunConfig:
+    """The event by which a rank tells the reducer how `metrics` ({name: reduction}) reduce over
+    the ranks of its job; publish it (with the rank's origin) before the values it describes."""
+    declared: dict[str, str] = {}
+    for name, how in metrics.items():
+        if type(name) is not str or not name:
+            raise InvalidConfig(f"a declared metric name must be a non-empty str, got {name!r}")
+        if how not in _REDUCTIONS:
+            choices = ", ".join(map(repr, _REDUCTIONS))
+            raise InvalidConfig(f"{name!r}: the reduction must be one of {choices}, got {how!r}")
+        declared[name] = how
+    return RunConfig({REDUCE_KEY: declared}, origin=origin, context=context)
+
+
+def _declared(event: Event) -> dict[str, RankReduction] | None:
+    """The reductions a RunConfig declares (the valid entries), None if it declares none."""
+    if type(event) is not RunConfig:
+        return None
+    table = event.values.get(REDUCE_KEY)  # type: ignore[union-attr]  # a RunConfig
+    if not isinstance(table, dict):
+        return None
+    return {k: v for k, v in table.items() if isinstance(k, str) and v in _REDUCTIONS}
+
+
 def missing_lines(stats: RankStats) -> list[str]:
     """One line per rank that missed steps, as a stats table shows it:
     'rank 3 missing from step 1,200 (57 steps, last 1,256)'."""
@@ -160,10 +199,11 @@ class _Step:
 @dataclass
 class _Job:
     """A job's state: each rank's current step, the ranks not waited for (they missed a deadline
-    and have not been heard from since), the recently closed steps, and whether the last closed
-    step missed ranks."""
+    and have not been heard from since), the recently closed steps, whether the last closed step
+    missed ranks, and the reductions its ranks declared."""
 
     origin: Origin
+    declared: dict[str, RankReduction] = field(default_factory=dict)
     current: dict[int, int] = field(default_factory=dict)
     absent: set[int] = field(default_factory=set)
     closed: set[int] = field(default_factory=set)
@@ -223,6 +263,9 @@ class RankReducer:
             rank = event.origin.rank
             items = metric_items(event) if rank is not None else ()
             if not items:
+                declared = _declared(event)
+                if declared:
+                    self._job(event.origin.site).declared.update(declared)
                 out.append(event)
                 continue
             assert rank is not None  # items is empty otherwise
@@ -231,7 +274,7 @@ class RankReducer:
                 out.append(event)
                 continue
             late = self._fold(event, rank, items, now, token, out)
-            if keep or late or self._unreduced(items):
+            if keep or late or self._unreduced(self._jobs[event.origin.site], items):
                 out.append(event)
         if len(self._open) > self.settings.max_open_steps:
             self._force(out)
@@ -258,12 +301,22 @@ class RankReducer:
 
     # ---- inside ----
 
-    def _unreduced(self, items: Iterable[tuple[str, float]]) -> bool:
+    def _job(self, site: str) -> _Job:
+        job = self._jobs.get(site)
+        if job is None:
+            job = self._jobs[site] = _Job(Origin(site=site))
+        return job
+
+    def _unreduced(self, job: _Job, items: Iterable[tuple[str, float]]) -> bool:
         """True if some of these metrics are not reduced ("none"): without keep_ranks their event
         still goes on, or they would be lost."""
-        return any(self._reduction(name) == "none" for name, _ in items)
+        return any(self._reduction(job, name) == "none" for name, _ in items)
 
-    def _reduction(self, name: str) -> RankReduction:
+    def _reduction(self, job: _Job, name: str) -> RankReduction:
+        """The job's declared reduction of `name`, else the settings' (cached: globs are slow)."""
+        how = job.declared.get(name) if job.declared else None
+        if how is not None:
+            return how
         how = self._how.get(name)
         if how is None:
             if len(self._how) >= 100_000:  # many distinct names: do not keep them all
@@ -276,11 +329,8 @@ class RankReducer:
     ) -> bool:
         """Fold one rank's values into its step; True if they came late (the step is closed), so
         they go on as the rank's own series whatever `keep_ranks` says."""
-        origin = event.origin
-        site, number = origin.site, event.step
-        job = self._jobs.get(site)
-        if job is None:
-            job = self._jobs[site] = _Job(Origin(site=site))
+        site, number = event.origin.site, event.step
+        job = self._job(site)
         job.absent.discard(rank)
         previous = job.current.get(rank)
         job.current[rank] = number
@@ -339,7 +389,7 @@ class RankReducer:
         job.closed_order.append(number)
         if len(job.closed_order) > _RECENT:
             job.closed.discard(job.closed_order.popleft())
-        values = self._reduce(step)
+        values = self._reduce(job, step)
         missing = [r for r in range(self.settings.world_size) if r not in step.reported]
         self._steps += 1
         if missing:
@@ -370,10 +420,10 @@ class RankReducer:
             seen[1] = min(seen[1], number)
             seen[2] = max(seen[2], number)
 
-    def _reduce(self, step: _Step) -> dict[str, float]:
+    def _reduce(self, job: _Job, step: _Step) -> dict[str, float]:
         reduced: dict[str, float] = {}
         for name, per_rank in step.values.items():
-            how = self._reduction(name)
+            how = self._reduction(job, name)
             if how != "none":
                 reduced[name] = reduce_values(how, [per_rank[r] for r in sorted(per_rank)])
         return reduced

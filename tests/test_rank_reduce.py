@@ -21,7 +21,9 @@ from bus import (
     Origin,
     RankReduce,
     RankReducer,
+    RunConfig,
     Scalar,
+    declare_reductions,
     missing_lines,
 )
 from bus._events import Event
@@ -131,6 +133,28 @@ def test_jobs_are_kept_apart_by_site_and_nodes_do_not_split_a_job() -> None:
     out = reducer.add_many(events) + reducer.drain()
     assert rows(out, Origin(site="a")) == {0: {"x": 2.0}}
     assert rows(out, Origin(site="b")) == {0: {"x": 20.0}}
+
+
+def test_reductions_declared_by_the_ranks_come_first_for_their_own_job_and_pass_on() -> None:
+    reducer = RankReducer(RankReduce(world_size=2, metrics={"tokens": "max"}))
+    declared = declare_reductions({"tokens": "sum", "best": "min"}, origin=Origin(site="a", rank=0))
+    out = reducer.add_many([declared])
+    assert out == [declared]  # on to the sinks, like any RunConfig
+    for site in ("a", "b"):  # job "b" declared nothing: the settings reduce it
+        for rank in range(2):
+            out += reducer.add_many([ranked(rank, 0, {"tokens": 10.0 + rank, "best": rank + 1.0, "x": rank}, site)])
+    out += reducer.drain()
+    assert rows(out, Origin(site="a")) == {0: {"tokens": 21.0, "best": 1.0, "x": 0.5}}
+    assert rows(out, Origin(site="b")) == {0: {"tokens": 11.0, "best": 1.5, "x": 0.5}}
+
+
+def test_a_declaration_is_checked_where_it_is_made_and_a_foreign_one_only_where_valid() -> None:
+    with pytest.raises(InvalidConfig, match="'x': the reduction must be one of"):
+        declare_reductions({"x": "avg"})  # type: ignore[dict-item]
+    reducer = RankReducer(RankReduce(world_size=2))
+    by_hand = RunConfig({"metricbus/ranks/reduce": {"x": "avg", "y": "sum"}}, origin=Origin(rank=0))
+    out = reducer.add_many([by_hand, ranked(0, 0, {"x": 1.0, "y": 1.0}), ranked(1, 0, {"x": 3.0, "y": 3.0})])
+    assert rows(out + reducer.drain()) == {0: {"x": 2.0, "y": 4.0}}  # "avg" is no reduction: x keeps the mean
 
 
 def test_ranks_outside_the_world_pass_through_and_are_counted() -> None:
