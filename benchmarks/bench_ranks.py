@@ -1,9 +1,12 @@
-"""What logging 10 values a step costs the training thread of each rank, three ways, in one run of
+"""What logging 10 values a step costs the training thread of each rank, four ways, in one run of
 2 (or --ranks) gloo processes on CPU:
 
     every rank logs, reduced later    `log.scalars(...)` on every rank (a MetricLogger: the values
                                       are appended; the reduction is the aggregator's, off the
                                       training path, `metricbus aggregate --ranks N`)
+    every rank logs, job host reduces `log.scalars(...)` on every rank of a MetricLogger in a job:
+                                      every rank ships to the job's one sink host on the machine,
+                                      which reduces the ranks (mean) and writes the job's series
     sync_dist=True style              an `all_reduce` per value on gloo, `.item()`, then rank 0 logs
                                       (what Lightning's `self.log(..., sync_dist=True)` does)
     rank 0 only                       rank 0 logs its own values, the others nothing (hides them)
@@ -34,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -46,24 +51,28 @@ NAMES = [f"train/v{i}" for i in range(10)]
 def _timed(fn, steps: int, rounds: int = 3) -> float:  # type: ignore[no-untyped-def]
     """Median over rounds of seconds per step; every rank runs the same rounds in lockstep."""
     times = []
-    for _ in range(rounds):
+    for r in range(rounds):
         dist.barrier()
         start = time.perf_counter()
-        for step in range(steps):
+        for step in range(r * steps, (r + 1) * steps):  # steps go on across rounds, as in training
             fn(step)
         times.append((time.perf_counter() - start) / steps)
     return sorted(times)[len(times) // 2]
 
 
 def _rank(rank: int, world: int, port: int, steps: int, out: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from bus import Origin
     from producers import MetricLogger
     from sinks import JsonlSink
 
     values = torch.rand(10)  # a step's 10 scalars, as 0-d tensors would be after .detach()
-    log = MetricLogger([JsonlSink(Path(out) / f"rank{rank}.jsonl")], origin=Origin(rank=rank))
+    log = MetricLogger([JsonlSink(Path(out) / f"rank{rank}.jsonl")], origin=Origin(rank=rank), job=False)
+    job_log = MetricLogger([JsonlSink(Path(out) / "job.jsonl")])  # the job, from the environment
+
+    def job_host(step: int) -> None:
+        job_log.scalars(dict(zip(NAMES, values.tolist(), strict=True)), step)
 
     def every_rank(step: int) -> None:
         log.scalars(dict(zip(NAMES, values.tolist(), strict=True)), step)
@@ -81,11 +90,16 @@ def _rank(rank: int, world: int, port: int, steps: int, out: str, queue: mp.Queu
         if rank == 0:
             log.scalars(dict(zip(NAMES, values.tolist(), strict=True)), step)
 
-    results = {
-        name: _timed(fn, steps) for name, fn in (("every", every_rank), ("sync", sync_dist), ("zero", rank_zero))
+    results: dict[str, object] = {
+        name: _timed(fn, steps)
+        for name, fn in (("every", every_rank), ("job", job_host), ("sync", sync_dist), ("zero", rank_zero))
     }
     log.close()
+    job_log.close()
     if rank == 0:
+        results["job_where"] = job_log.stats()[f"jsonl:{Path(out) / 'job.jsonl'}"].where
+        ranks = job_log.rank_stats
+        results["job_steps"] = -1 if ranks is None else ranks.steps
         queue.put(results)
     dist.barrier()
     dist.destroy_process_group()
@@ -158,15 +172,15 @@ def _lightning_rank(rank: int, world: int, port: int, steps: int, out: str, queu
         queue.put({k: sorted(v)[len(v) // 2] for k, v in results.items()})
 
 
-def _spawn(fn, world: int, steps: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def _spawn(fn, world: int, steps: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from tests.redis_server import free_port
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(fn, args=(world, free_port(), steps, out, queue), nprocs=world, join=True)
-        results: dict[str, float] = queue.get(timeout=60)
-    return {k: v * 1e6 for k, v in results.items()}
+        results: dict[str, Any] = queue.get(timeout=60)
+    return {k: v * 1e6 if isinstance(v, float) else v for k, v in results.items()}
 
 
 def main() -> None:
@@ -191,7 +205,13 @@ def main() -> None:
             "unit": "us/step",
         },
         {"what": "rank 0 only logs its own values", "value": us["zero"], "unit": "us/step"},
+        {
+            "what": f"every rank logs 10 values, the job host reduces them ({args.ranks} ranks, one host)",
+            "value": us["job"],
+            "unit": "us/step",
+        },
         {"what": "sync_dist style / every rank logging", "value": us["sync"] / us["every"], "unit": "x"},
+        {"what": "sync_dist style / the job host reducing", "value": us["sync"] / us["job"], "unit": "x"},
         {
             "what": f"Lightning fit, self.log(sync_dist=True) x10, Lightning syncs: logging cost ({args.ranks} ranks)",
             "value": lt["lightning"] - lt["none"],
@@ -209,6 +229,7 @@ def main() -> None:
         },
         {"what": "Lightning fit logging nothing: the step itself", "value": lt["none"], "unit": "us/step"},
     ]
+    print(f"job host: {us['job_where']}, {us['job_steps']} steps reduced", file=sys.stderr)
     write_result("ranks", rows)
 
 

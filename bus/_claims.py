@@ -22,8 +22,9 @@ _owners: dict[int, tuple[weakref.ref[Sink] | None, weakref.ref[object]]] = {}
 _locks: dict[int, list[int]] = {}  # id(sink) -> the fds holding its files' locks
 
 
-def claim_sink(sink: Sink, owner: object) -> None:
-    """Record that `owner` feeds `sink`; `SinkAlreadyAdded` if another open owner does."""
+def claim_sink(sink: Sink, owner: object, *, lock_files: bool = True) -> None:
+    """Record that `owner` feeds `sink`; `SinkAlreadyAdded` if another open owner does.
+    `lock_files=False`: its files are locked elsewhere (a job's host, which every rank feeds)."""
     held = _owners.get(id(sink))
     if held is not None:
         sink_ref, owner_ref = held
@@ -34,7 +35,7 @@ def claim_sink(sink: Sink, owner: object) -> None:
                 f"this {type(sink).__name__} is already on another open bus (another MetricLogger?); "
                 "a sink object can feed one bus at a time"
             )
-    if _file_locks.hold_locks and id(sink) not in _locks:
+    if lock_files and _file_locks.hold_locks and id(sink) not in _locks:
         _locks[id(sink)] = _lock_files(sink)
     try:
         sink_ref = weakref.ref(sink)

@@ -291,6 +291,24 @@ class RankReducer:
             self._close(key, out, deadline=True)
         return out
 
+    def leave(self, site: str, rank: int) -> list[Event]:
+        """Rank `rank` of job `site` is gone (its process closed its logger, or died): the step it
+        was on is done for it, and no step waits for it any more (until it is heard from again).
+        Returns the rows of the steps that closes; a step it never reported names it missing."""
+        out: list[Event] = []
+        job = self._jobs.get(site)
+        if job is None:
+            return out
+        job.absent.add(rank)
+        current = job.current.pop(rank, None)
+        if current is not None:
+            self._moved_on(job, site, current, rank, out)
+        for key in [k for k in self._open if k[0] == site]:
+            step = self._open.get(key)
+            if step is not None and self._finished(job, step):
+                self._close(key, out, deadline=False)
+        return out
+
     def drain(self) -> list[Event]:
         """Every open step's row, over the ranks present (the end of the run: the ranks that
         sent nothing for a step are named as missing)."""

@@ -43,6 +43,8 @@ from bus import (
     InvalidEvent,
     Metrics,
     Origin,
+    RankReduce,
+    RankStats,
     Scalar,
     Sink,
     SinkAlreadyAdded,
@@ -55,7 +57,7 @@ from bus import (
     sink_config,
     wire,
 )
-from bus.hosts import HostLink, Pump, claim_sink, place, release_sink
+from bus.hosts import HostLink, Job, JobLink, Pump, claim_sink, job_from_env, place, release_sink
 
 from . import _signals as signals
 from ._frequency import LogFrequency
@@ -108,6 +110,13 @@ class MetricLogger:
     A script that ends without `close()` (or `with`), by an exception, `sys.exit`, SIGTERM or
     Ctrl-C still drains: an exit hook closes every open logger, and reports on stderr what could
     not be delivered. The sink hosts outlive a crash of this process and write what they got.
+
+    A rank of a job (`job`: None finds it in the launcher's environment, torchrun's RANK,
+    WORLD_SIZE and TORCHELASTIC_RUN_ID or MASTER_ADDR/MASTER_PORT; a name; False: never) sends
+    its sinks to the job's one host on this machine, which every rank of the job shares; its
+    events carry its rank. `ranks` is the cross-rank reduction that host runs (a `RankReduce`, or
+    its settings as a dict; default: the mean of every metric over WORLD_SIZE ranks when they all
+    run on this machine; False: none).
     """
 
     def __init__(
@@ -124,6 +133,8 @@ class MetricLogger:
         use_uvloop: bool | None = None,
         handle_sigterm: bool = True,
         log_freq: int | str | LogFrequency | None = None,
+        job: str | bool | None = None,
+        ranks: RankReduce | Mapping[str, Any] | bool | None = None,
     ) -> None:
         if pending_limit < 1 or block_timeout <= 0 or poll_interval <= 0 or shutdown_timeout <= 0:
             raise InvalidConfig("pending_limit, block_timeout, poll_interval and shutdown_timeout must be positive")
@@ -131,6 +142,10 @@ class MetricLogger:
             raise InvalidEvent("origin", origin, "must be an Origin")
         if context is not None and type(context) is not Context:
             raise InvalidEvent("context", context, "must be a Context or None")
+        self._job = job_from_env(job)
+        self._ranks = _rank_settings(self._job, ranks)
+        if self._job is not None:
+            origin = _job_origin(self._job, origin)
         # First: a signal that comes while the hosts start must already go through the drain.
         signals.install(sigterm=handle_sigterm)
         self.shutdown_timeout = shutdown_timeout
@@ -428,8 +443,8 @@ class MetricLogger:
         name = options.get("name") or sink.name
         if name in self._placed:
             raise SinkAlreadyAdded(f"a sink named {name!r} is already on this logger; pass name=... to add_sink")
-        if where != "none":  # the local bus claims its own
-            claim_sink(sink, self)
+        if where != "none":  # the local bus claims its own; a job's host locks the files of the job's sinks
+            claim_sink(sink, self, lock_files=self._job is None)
             self._sinks.append(sink)
         with self._ship_lock:
             self._ship()  # what was logged before it is not its to get
@@ -439,9 +454,17 @@ class MetricLogger:
                 self._placed[name] = None
                 self._accepts[name] = None if sink.accepts is None else frozenset(sink.accepts)
             else:
-                key = "" if where == "host" else name
+                key = _JOB if self._job is not None else "" if where == "host" else name
                 link = self._links.get(key)
-                if link is None:
+                if link is None and self._job is not None:
+                    link = self._links[key] = JobLink(
+                        self._job,
+                        self._pump,
+                        shutdown_timeout=self.shutdown_timeout,
+                        ranks=self._ranks,
+                        site=self.origin.site,
+                    )
+                elif link is None:
                     label = "shared" if key == "" else "own"
                     link = self._links[key] = HostLink(label, self._pump, shutdown_timeout=self.shutdown_timeout)
                 link.add_sink(name, sink, config)
@@ -473,6 +496,18 @@ class MetricLogger:
     @property
     def sink_names(self) -> list[str]:
         return list(self._placed)
+
+    @property
+    def job(self) -> Job | None:
+        """The job this process is a rank of (None: a process on its own)."""
+        return self._job
+
+    @property
+    def rank_stats(self) -> RankStats | None:
+        """The job host's cross-rank reduction, as of its last report: steps written, and the
+        ranks missing from some (`bus.missing_lines`); None without a job's reduction."""
+        link = self._links.get(_JOB)
+        return link.rank_stats if isinstance(link, JobLink) else None
 
     # ---- flush, stats, close ----
 
@@ -631,6 +666,42 @@ class LoggerBus:
     @property
     def sink_names(self) -> list[str]:
         return self._logger.sink_names
+
+
+_JOB = "\0job"  # the key of the job's host among the links (never a sink's name)
+
+
+def _rank_settings(job: Job | None, ranks: RankReduce | Mapping[str, Any] | bool | None) -> RankReduce | None:
+    """The reduction the job's host runs, from `MetricLogger(ranks=...)` (checked here)."""
+    if ranks is False:
+        return None
+    if job is None:
+        if ranks is None:
+            return None
+        raise InvalidConfig("ranks= reduces the ranks of a job, and this process is not a rank of one (see job=)")
+    if ranks is None:
+        # ranks on other machines are not this host's to wait for: reduce at `metricbus aggregate`
+        return RankReduce(world_size=job.world_size) if job.one_machine else None
+    if ranks is True:
+        return RankReduce(world_size=job.world_size)
+    if isinstance(ranks, Mapping):
+        try:
+            return RankReduce(**{"world_size": job.world_size, **ranks})
+        except TypeError as exc:
+            raise InvalidConfig(f"ranks: {exc}") from None
+    if not isinstance(ranks, RankReduce):
+        raise InvalidConfig(f"ranks must be a RankReduce, a dict of its settings, True or False; got {ranks!r}")
+    return ranks
+
+
+def _job_origin(job: Job, origin: Origin) -> Origin:
+    """A rank's origin: its rank (and, in a job on many machines, its node as torchrun numbers it)."""
+    if origin.rank is None:
+        origin = msgspec.structs.replace(origin, rank=job.rank)
+    group = os.environ.get("GROUP_RANK")
+    if not job.one_machine and not origin.node and group is not None and group.isdigit():
+        origin = msgspec.structs.replace(origin, node=f"node{group}")
+    return origin
 
 
 def _config(sink: Sink, options: Mapping[str, Any]) -> SinkConfig:

@@ -97,7 +97,9 @@ def main() -> None:
     from producers import MetricLogger, origin_from_env
     from sinks import RedisSink
 
-    log = MetricLogger(origin=origin_from_env(), shutdown_timeout=30.0)
+    # under torchrun the ranks share the job's host, which forwards them to Redis unreduced: the
+    # aggregator reduces (ranks=False: the host must not write the job's rows as well)
+    log = MetricLogger(origin=origin_from_env(), shutdown_timeout=30.0, ranks=False)
     log.add_sink(RedisSink(args.url, stream=args.stream), max_interval=0.05)
     names = [f"v{i}" for i in range(10)]
     if args.wait:  # every rank starts logging at once, as ranks in lockstep do

@@ -100,6 +100,20 @@ def test_a_rank_past_the_deadline_is_named_and_not_waited_for_again() -> None:
     assert missing_lines(stats) == ["rank 3 missing from step 1 (3 steps, last 3)"]
 
 
+def test_a_rank_that_leaves_is_done_with_its_step_and_named_from_the_next_on_without_a_deadline() -> None:
+    reducer = RankReducer(RankReduce(world_size=3, deadline=3600.0))  # no step may wait for a deadline
+    out = reducer.add_many([ranked(r, 0, {"loss": float(r)}) for r in range(3)])
+    out += reducer.add_many([ranked(r, 1, {"loss": float(r)}) for r in range(3)])
+    assert sorted(rows(out)) == [0]
+    out += reducer.leave("", 2)  # rank 2 closed (or died) at step 1: that step is done for it
+    out += reducer.add_many([ranked(r, 2, {"loss": 5.0}) for r in range(2)])
+    assert rows(out)[1] == {"loss": 1.0}  # rank 2 did report step 1: no partial mean
+    out += reducer.leave("", 0) + reducer.leave("", 1)  # the last ranks leave: nothing waits
+    assert rows(out)[2] == {"loss": 5.0, MISSING_METRIC: 1.0}
+    assert reducer.open_steps == 0 and reducer.stats().missing["rank2"].first_step == 2
+    assert reducer.leave("other", 0) == []  # a job never heard of: nothing to do
+
+
 def test_a_value_for_a_closed_step_is_late_and_kept_as_the_ranks_own() -> None:
     reducer = RankReducer(RankReduce(world_size=2, keep_ranks=False))
     out = reducer.add_many([ranked(0, 0, {"loss": 1.0}), ranked(0, 1, {"loss": 1.0})])

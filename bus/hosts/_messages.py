@@ -5,8 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from .._config import SinkConfig
+from .._rank_reduce import RankReduce
 
-__all__ = ["Hello", "SinkSpec"]
+__all__ = ["Hello", "JobHello", "RankHello", "SinkSpec"]
 
 
 class Hello(msgspec.Struct, frozen=True):
@@ -28,3 +29,23 @@ class SinkSpec(msgspec.Struct, frozen=True):
     sink: bytes
     config: SinkConfig
     accepts: list[str] | None = None  # the names of the event kinds it takes (None: all)
+
+
+class JobHello(msgspec.Struct, frozen=True):
+    """A job host's settings, from the rank that starts it (on its stdin)."""
+
+    name: str  # the job, for messages
+    run_dir: str  # where its socket and lock live
+    shutdown_timeout: float  # the drain's budget once the last rank left
+    sys_path: list[str]
+    local_world_size: int  # ranks on this machine: the host drains once it saw them all leave
+    ranks: RankReduce | None = None  # the cross-rank reduction, None: none here
+    linger: float = 5.0  # with fewer ranks seen, how long it waits for more once all left
+
+
+class RankHello(msgspec.Struct, frozen=True):
+    """The first frame of a rank's connection to its job host."""
+
+    rank: int
+    pid: int
+    site: str = ""  # the job's site in the ranks' origins (the reducer's job)

@@ -1,0 +1,93 @@
+"""One rank of a job logging through the job's shared sink host (no Redis): 10 values a step.
+
+    torchrun --standalone --nproc_per_node=4 tests/job_child.py OUT STEPS --dist --expect PATH
+    RANK=r WORLD_SIZE=4 python tests/job_child.py OUT STEPS --job NAME [--pause S] [--wait]
+
+Every rank adds the same sinks (OUT/job.csv, OUT/job.jsonl, TensorBoard in OUT/tb) to a plain
+`MetricLogger(...)`: the job is found in the launcher's environment (or named with --job), and
+the values are those of `ranks_child.values`, reduced per `ranks_child.REDUCE`. With --dist the
+script computes the `all_reduce` of each step itself and counts metricbus's collectives (as
+`ranks_child` does). Each rank writes OUT/rank<r>.json: where its sinks ran (the job host's pid),
+how long its close() took, and the steps it logged. With --wait a rank prints "ready" and opens
+its logger when a line comes on stdin (every rank attaches at the same instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.ranks_child import REDUCE, count_collectives, values  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("steps", type=int)
+    parser.add_argument("--job", default=None)
+    parser.add_argument("--pause", type=float, default=0.0)
+    parser.add_argument("--deadline", type=float, default=10.0)
+    parser.add_argument("--dist", action="store_true")
+    parser.add_argument("--expect", type=Path)
+    parser.add_argument("--wait", action="store_true")
+    args = parser.parse_args()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    counts: dict[str, int] = {}
+    if args.dist:
+        import torch
+        import torch.distributed as dist
+
+        counts, own = count_collectives()  # before metricbus is imported
+        dist.init_process_group("gloo")
+
+    from bus import RankReduce
+    from producers import MetricLogger
+    from sinks import CsvSink, JsonlSink, TensorBoardSink
+
+    if args.wait:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    log = MetricLogger(job=args.job, ranks=RankReduce(world_size=world, metrics=REDUCE, deadline=args.deadline))
+    csv = log.add_sink(CsvSink(args.out / "job.csv"))
+    log.add_sink(JsonlSink(args.out / "job.jsonl"))
+    log.add_sink(TensorBoardSink(args.out / "tb"))
+    where = log.stats()[csv].where
+    report = args.out / f"rank{rank}.json"
+    report.write_text(json.dumps({"where": where, "steps": 0}))
+    names = [f"v{i}" for i in range(10)]
+    expect: dict[str, dict[str, float]] = {}
+    for step in range(args.steps):
+        mine = values(rank, step)
+        log.scalars(dict(zip(names, mine, strict=True)), step)
+        if args.dist:
+            tensor = torch.tensor(mine, dtype=torch.float32)
+            reduced = {}
+            for op in ("sum", "min", "max"):
+                t = tensor.clone()
+                own["all_reduce"](t, op=getattr(dist.ReduceOp, op.upper()))
+                reduced[op] = t.tolist()
+            reduced["mean"] = [v / world for v in reduced["sum"]]
+            expect[str(step)] = {n: reduced[REDUCE[n]][i] for i, n in enumerate(names)}
+        if args.pause:
+            time.sleep(args.pause)
+    start = time.monotonic()
+    log.close()
+    closed_in = time.monotonic() - start
+    report.write_text(json.dumps({"where": where, "steps": args.steps, "close_s": closed_in}))
+    if args.dist:
+        if args.expect is not None:
+            if rank == 0:
+                args.expect.write_text(json.dumps(expect))
+            Path(f"{args.expect}.collectives{rank}").write_text(json.dumps(counts))
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

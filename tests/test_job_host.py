@@ -1,0 +1,288 @@
+"""Every rank of a job into one pipeline on its machine, reduced at the job's host without a
+collective: real rank processes (torchrun with gloo, and plain processes), no Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bus import MISSING_METRIC, InvalidConfig, Metrics, RankReduce
+from bus.hosts import job_from_env
+from producers import MetricLogger
+from sinks import MemorySink, read_jsonl
+from tests.helpers import wait_until_sync
+from tests.ranks_child import REDUCE, values
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).with_name("job_child.py")
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+NAMES = [f"v{i}" for i in range(10)]
+NUMPY = {"mean": np.mean, "sum": np.sum, "min": np.min, "max": np.max}
+LAUNCHER = ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
+pytestmark = pytest.mark.timeout(180)
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left_behind() -> Iterator[None]:
+    yield
+    while _children:
+        proc = _children.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCHER}
+    return {**base, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+
+
+def start_rank(out: Path, job: str, rank: int, steps: int, *, pause: float = 0.0) -> subprocess.Popen[bytes]:
+    args = [sys.executable, str(CHILD), str(out), str(steps), "--job", job, "--pause", str(pause), "--wait"]
+    extra = {"RANK": str(rank), "WORLD_SIZE": "4"}
+    err = open(out / f"rank{rank}.err", "wb")  # noqa: SIM115 - the child (and a host it starts) owns it
+    proc = subprocess.Popen(args, cwd=ROOT, env=env(**extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    err.close()
+    _children.append(proc)
+    return proc
+
+
+def go(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Let every rank open its logger at the same instant, once all are ready."""
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()
+
+
+def host_pid(where: str) -> int:
+    """The pid in a sink's `where`: "host job NAME (pid 1234)"."""
+    assert where.startswith("host job "), where
+    return int(where.rsplit("pid ", 1)[1].rstrip(")"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_gone(pid: int, within: float) -> None:
+    """The host is not our child: it may linger as a zombie of its (gone) starter; count that as gone."""
+
+    def gone() -> bool:
+        if not alive(pid):
+            return True
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    wait_until_sync(gone, timeout=within)
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    """The parsed lines of a JSONL file being written (a torn last line is skipped)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def job_rows(events: list[Any]) -> dict[int, dict[str, float]]:
+    rows: dict[int, dict[str, float]] = {}
+    for e in events:
+        if isinstance(e, Metrics) and e.origin.rank is None:
+            rows.setdefault(e.step, {}).update(e.values)
+    return rows
+
+
+def rank_rows(events: list[Any]) -> dict[tuple[int, int], dict[str, float]]:
+    return {(e.origin.rank, e.step): e.values for e in events if isinstance(e, Metrics) and e.origin.rank is not None}
+
+
+def want(ranks: list[int], step: int) -> dict[str, float]:
+    table = np.array([values(r, step) for r in ranks])
+    return {name: float(NUMPY[REDUCE[name]](table[:, i])) for i, name in enumerate(NAMES)}
+
+
+def scalars(run: Path, tag: str) -> dict[int, float]:
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {s.step: s.value for s in acc.Scalars(tag)}
+
+
+# ---- torchrun: 4 ranks, gloo, one job host, the reduction equal to all_reduce ----
+
+
+def test_torchrun_ranks_share_one_job_host_whose_reduction_equals_all_reduce_with_no_collective(
+    tmp_path: Path,
+) -> None:
+    steps = 200
+    expect = tmp_path / "expect.json"
+    run = subprocess.run(
+        [
+            *(str(TORCHRUN), "--standalone", "--nproc_per_node=4", str(CHILD), str(tmp_path), str(steps)),
+            *("--dist", "--expect", str(expect)),
+        ],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        timeout=150,
+    )
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    assert len({host_pid(r["where"]) for r in reports}) == 1  # one host for the job
+    for rank in range(4):
+        assert json.loads(Path(f"{expect}.collectives{rank}").read_text()) == {}  # metricbus issued none
+
+    events = read_jsonl(tmp_path / "job.jsonl")
+    per_rank = rank_rows(events)
+    assert sorted(per_rank) == [(r, s) for r in range(4) for s in range(steps)]  # every rank's every step
+    for (rank, step), row in per_rank.items():
+        assert list(row.values()) == values(rank, step)
+    rows = job_rows(events)
+    reduced = json.loads(expect.read_text())
+    assert sorted(rows) == list(range(steps))
+    for step in range(steps):
+        assert MISSING_METRIC not in rows[step]
+        for name in NAMES:
+            assert rows[step][name] == pytest.approx(reduced[str(step)][name], rel=1e-6, abs=1e-6), (step, name)
+
+    with open(tmp_path / "job.csv", newline="", encoding="utf-8") as f:  # one table, the origin a column
+        origins = Counter(row["origin"] for row in csv.DictReader(f))
+    assert origins == {label: 10 * steps for label in ("main", "rank0", "rank1", "rank2", "rank3")}
+
+    tb = tmp_path / "tb"  # TensorBoard: the job's run (the logdir) and one run per rank
+    assert sorted(p.name for p in tb.iterdir() if p.is_dir()) == ["rank0", "rank1", "rank2", "rank3"]
+    job_v0 = scalars(tb, "v0")
+    assert sorted(job_v0) == list(range(steps))
+    assert all(job_v0[s] == pytest.approx(reduced[str(s)]["v0"], rel=1e-6, abs=1e-6) for s in range(steps))
+    for rank in range(4):
+        assert scalars(tb / f"rank{rank}", "v9") == {s: pytest.approx(values(rank, s)[9]) for s in range(steps)}
+
+
+# ---- kill -9 of one rank: the others whole, the missing rank named, nothing hangs ----
+
+
+def test_a_rank_killed_mid_run_is_named_from_then_on_the_others_are_whole_and_close_is_bounded(
+    tmp_path: Path,
+) -> None:
+    steps = 200
+    procs = [start_rank(tmp_path, tmp_path.name, rank, steps, pause=0.03) for rank in range(4)]
+    go(procs)
+    jsonl = tmp_path / "job.jsonl"
+    wait_until_sync(
+        lambda: jsonl.exists() and any(e.get("origin") == {"rank": 3} and e["step"] >= 20 for e in lines(jsonl)),
+        timeout=60,
+    )
+    os.kill(procs[3].pid, signal.SIGKILL)
+    assert procs[3].wait(10) == -signal.SIGKILL
+    for p in procs[:3]:
+        assert p.wait(90) == 0
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    assert len({host_pid(r["where"]) for r in reports}) == 1
+    for report in reports[:3]:
+        assert report["steps"] == steps and report["close_s"] < 10.0  # within the shutdown timeout
+    wait_gone(host_pid(reports[0]["where"]), within=30)  # the host drained and exited: nothing hangs
+
+    events = read_jsonl(jsonl)
+    per_rank = rank_rows(events)
+    assert all((r, s) in per_rank for r in range(3) for s in range(steps))  # the others' data whole
+    last = max(s for r, s in per_rank if r == 3)
+    assert 20 <= last < steps - 1
+    rows = job_rows(events)
+    assert sorted(rows) == list(range(steps))
+    for step in range(steps):
+        present = [r for r in range(4) if (r, step) in per_rank]
+        assert present == ([0, 1, 2, 3] if step <= last else [0, 1, 2])
+        assert {k: rows[step][k] for k in NAMES} == pytest.approx(want(present, step), rel=1e-6)
+        if step > last:
+            assert rows[step][MISSING_METRIC] == 1.0  # never a silent partial mean
+
+
+# ---- every rank at the same instant: exactly one host ----
+
+
+def test_four_ranks_attaching_at_the_same_instant_start_exactly_one_job_host(tmp_path: Path) -> None:
+    procs = [start_rank(tmp_path, tmp_path.name, rank, 20) for rank in range(4)]
+    go(procs)
+    for p in procs:
+        assert p.wait(60) == 0
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    assert len({host_pid(r["where"]) for r in reports}) == 1
+    assert len(rank_rows(read_jsonl(tmp_path / "job.jsonl"))) == 4 * 20
+    wait_gone(host_pid(reports[0]["where"]), within=30)
+    for rank in range(4):  # no second host was started (one would fail to listen, and say so)
+        assert (tmp_path / f"rank{rank}.err").read_text() == ""
+
+
+# ---- the settings, and the process on its own ----
+
+
+def test_a_process_without_a_launcher_keeps_its_own_sink_host() -> None:
+    assert job_from_env(None, {}) is None
+    with MetricLogger(raise_on_loss=True) as log:
+        assert log.job is None and log.rank_stats is None
+
+
+def test_the_job_comes_from_torchruns_environment_or_a_name() -> None:
+    torchrun = {"RANK": "2", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "abc"}
+    job = job_from_env(None, torchrun | {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})
+    assert job is not None and (job.rank, job.world_size, job.local_world_size) == (2, 4, 2)
+    assert not job.one_machine
+    assert job_from_env(False, torchrun) is None
+    named = job_from_env("exp1", {"RANK": "0", "WORLD_SIZE": "2"})
+    assert named is not None and named.name == "exp1" and named.one_machine
+    with pytest.raises(InvalidConfig, match="RANK and WORLD_SIZE"):
+        job_from_env("exp1", {})
+    with pytest.raises(InvalidConfig, match="RANK=5"):
+        job_from_env("exp1", {"RANK": "5", "WORLD_SIZE": "4"})
+    with pytest.raises(InvalidConfig, match="not a rank of one"):
+        MetricLogger(ranks=RankReduce(world_size=2))
+    with pytest.raises(InvalidConfig):
+        MetricLogger(job="")
+
+
+def test_a_job_of_one_rank_in_this_process_writes_its_series_and_the_jobs(tmp_path: Path) -> None:
+    os.environ.update(RANK="0", WORLD_SIZE="1")
+    try:
+        log = MetricLogger(job=f"solo-{tmp_path.name}", shutdown_timeout=5.0)
+    finally:
+        for key in ("RANK", "WORLD_SIZE"):
+            del os.environ[key]
+    name = log.add_sink(MemorySink(), isolate="none")  # stays here: not the job's
+    from sinks import JsonlSink
+
+    jsonl = log.add_sink(JsonlSink(tmp_path / "solo.jsonl"))
+    for step in range(5):
+        log.scalars({"loss": float(step)}, step)
+    log.close()
+    assert log.stats()[jsonl].where.startswith("host job solo-")
+    assert log.stats()[name].where == "local"
+    events = read_jsonl(tmp_path / "solo.jsonl")
+    assert sorted(rank_rows(events)) == [(0, s) for s in range(5)]
+    assert job_rows(events) == {s: {"loss": float(s)} for s in range(5)}
+    ranks = log.rank_stats
+    assert ranks is not None and ranks.complete == 5 and not ranks.missing
