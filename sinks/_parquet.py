@@ -4,8 +4,9 @@
     run_dir/part-000002.parquet          one part per `part_interval` seconds (or `part_rows` rows)
     run_dir/part-000001-000002.parquet   what compaction at close makes of them (compact=True)
 
-Every part has the one schema of `SCHEMA_FIELDS` (version `SCHEMA_VERSION`, kept in each file's
-metadata as `metricbus.schema`), so `read_parquet('run_dir/**/*.parquet')` is one table:
+Every part has the one schema of `PARQUET_SCHEMA_FIELDS` (version `PARQUET_SCHEMA_VERSION`, kept
+in each file's metadata as `metricbus.schema`; both public in `sinks`), so
+`read_parquet('run_dir/**/*.parquet')` is one table:
 
     wall_time  timestamp[us, UTC]  when the value was logged
     origin     string              Origin.label: "main", "site-1/rank0", ...
@@ -76,12 +77,12 @@ if TYPE_CHECKING:
 
 LOCK_FILE = ".metricbus.lock"  # locked by the process that feeds the sink (bus/_file_locks.py)
 
-__all__ = ["SCHEMA_FIELDS", "SCHEMA_VERSION", "ParquetSink", "parquet_schema"]
+__all__ = ["PARQUET_SCHEMA_FIELDS", "PARQUET_SCHEMA_VERSION", "ParquetSink", "parquet_schema"]
 
 log = logging.getLogger("metricbus")
 
 #: The columns of every part, in order: (name, Arrow type, nullable). See the module docstring.
-SCHEMA_FIELDS: tuple[tuple[str, str, bool], ...] = (
+PARQUET_SCHEMA_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("wall_time", "timestamp[us, tz=UTC]", False),
     ("origin", "string", False),
     ("site", "string", True),
@@ -97,7 +98,7 @@ SCHEMA_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("task", "string", True),
 )
 #: Bumped only when a column changes meaning or type; new columns would be added at the end.
-SCHEMA_VERSION = "1"
+PARQUET_SCHEMA_VERSION = "1"
 
 _PART = re.compile(r"part-(\d{6,})(?:-(\d{6,}))?\.parquet")
 _STAGED = re.compile(r"\.part-(\d{6,})\.arrows")  # the staged rows of that part
@@ -115,8 +116,8 @@ def parquet_schema() -> pa.Schema:
         "double": pa.float64(),
         "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC"),
     }
-    fields = [pa.field(name, types[kind], nullable=nullable) for name, kind, nullable in SCHEMA_FIELDS]
-    return pa.schema(fields, metadata={"metricbus.schema": SCHEMA_VERSION})
+    fields = [pa.field(name, types[kind], nullable=nullable) for name, kind, nullable in PARQUET_SCHEMA_FIELDS]
+    return pa.schema(fields, metadata={"metricbus.schema": PARQUET_SCHEMA_VERSION})
 
 
 def _packed(kind: pa.DataType, code: str, values: list[Any]) -> pa.Array:

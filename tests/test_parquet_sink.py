@@ -20,8 +20,7 @@ import pytest
 
 from bus import Context, InvalidConfig, MetricBus, Metrics, Origin, Scalar, Text
 from producers import MetricLogger
-from sinks import ParquetSink
-from sinks._parquet import SCHEMA_FIELDS, SCHEMA_VERSION, parquet_schema
+from sinks import PARQUET_SCHEMA_FIELDS, PARQUET_SCHEMA_VERSION, ParquetSink, parquet_schema
 from tests.helpers import wait_until_sync
 
 GLOB = "**/*.parquet"
@@ -95,8 +94,8 @@ def test_the_schema_origins_contexts_text_and_non_finite_values(tmp_path: Path) 
         log.text("notes", "hello, world\nline two", step=4)
         log.publish(Scalar("plain", 2.0, step=5, wall_time=1_700_000_000.25))
     table = pq.read_table(run)
-    assert [(f.name, str(f.type), f.nullable) for f in table.schema] == list(SCHEMA_FIELDS)
-    assert pq.read_schema(next(run.glob("*.parquet"))).metadata[b"metricbus.schema"] == SCHEMA_VERSION.encode()
+    assert [(f.name, str(f.type), f.nullable) for f in table.schema] == list(PARQUET_SCHEMA_FIELDS)
+    assert pq.read_schema(next(run.glob("*.parquet"))).metadata[b"metricbus.schema"] == PARQUET_SCHEMA_VERSION.encode()
     rows = {r["name"]: r for r in table.to_pylist()}
     assert math.isnan(rows["x/nan"]["value"]) and rows["x/inf"]["value"] == math.inf and rows["b"]["value"] == -math.inf
     assert rows["notes"]["text"] == "hello, world\nline two" and rows["notes"]["value"] is None
