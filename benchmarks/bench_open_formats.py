@@ -3,9 +3,9 @@ time of a Prometheus scrape.
 
 pace: a MetricLogger logs N values (10 per step) into a CsvSink and a ParquetSink, each in a
 sink host of its own (isolate="process"), in the same run, after a warm-up; per sink, values/s
-until it has every value (delivered: CSV has written its rows, Parquet holds them for its next
-part), values/s until both are flushed (the part written), and each host's CPU per value over
-the whole (/proc, utime+stime, the part writes included).
+until it has every value (delivered: CSV has written its rows, Parquet has staged them on
+disk for its next part), values/s until both are flushed (the part written), and each host's
+CPU per value over the whole (/proc, utime+stime, the part writes included).
 
 visibility: a value a step every 0.1 s into a ParquetSink (part_interval=1 s) while a reader
 polls DuckDB's `max(step)` over `read_parquet('run/**/*.parquet')` every 20 ms; seconds from

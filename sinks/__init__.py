@@ -17,8 +17,8 @@ from ._memory import MemorySink
 if TYPE_CHECKING:
     from ._console import ConsoleSink
     from ._mlflow import MLflowSink
-    from ._parquet import ParquetSink
-    from ._prometheus import PrometheusSink
+    from ._parquet import PARQUET_SCHEMA_FIELDS, PARQUET_SCHEMA_VERSION, ParquetSink, parquet_schema
+    from ._prometheus import PrometheusSink, prometheus_name
     from ._redis import RedisSink
     from ._tensorboard import TensorBoardSink, encode_record
     from ._wandb import WandbSink
@@ -29,7 +29,11 @@ _LAZY = {
     "ConsoleSink": "._console",
     "MLflowSink": "._mlflow",  # imports mlflow only when it opens
     "ParquetSink": "._parquet",  # imports pyarrow only when it opens
+    "PARQUET_SCHEMA_FIELDS": "._parquet",  # the columns of every part, as (name, type, nullable)
+    "PARQUET_SCHEMA_VERSION": "._parquet",
+    "parquet_schema": "._parquet",  # the same as a pyarrow Schema (imports pyarrow)
     "PrometheusSink": "._prometheus",  # imports prometheus_client only when it opens
+    "prometheus_name": "._prometheus",  # the Prometheus name a metric's values are served under
     "RedisSink": "._redis",  # the Redis bridge; imports redis only when it opens
     "encode_record": "._tensorboard",  # one TFRecord of a TensorBoard event file
 }
@@ -41,6 +45,8 @@ __all__ = [
     "JsonlSink",
     "MLflowSink",
     "MemorySink",
+    "PARQUET_SCHEMA_FIELDS",
+    "PARQUET_SCHEMA_VERSION",
     "ParquetSink",
     "PrometheusSink",
     "RedisSink",
@@ -50,6 +56,8 @@ __all__ = [
     "encode_record",
     "iter_jsonl",
     "metric_calls",
+    "parquet_schema",
+    "prometheus_name",
     "read_jsonl",
 ]
 

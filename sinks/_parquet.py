@@ -4,8 +4,9 @@
     run_dir/part-000002.parquet          one part per `part_interval` seconds (or `part_rows` rows)
     run_dir/part-000001-000002.parquet   what compaction at close makes of them (compact=True)
 
-Every part has the one schema of `SCHEMA_FIELDS` (version `SCHEMA_VERSION`, kept in each file's
-metadata as `metricbus.schema`), so `read_parquet('run_dir/**/*.parquet')` is one table:
+Every part has the one schema of `PARQUET_SCHEMA_FIELDS` (version `PARQUET_SCHEMA_VERSION`, kept
+in each file's metadata as `metricbus.schema`; both public in `sinks`), so
+`read_parquet('run_dir/**/*.parquet')` is one table:
 
     wall_time  timestamp[us, UTC]  when the value was logged
     origin     string              Origin.label: "main", "site-1/rank0", ...
@@ -24,15 +25,30 @@ metadata as `metricbus.schema`), so `read_parquet('run_dir/**/*.parquet')` is on
 Scalar and Metrics events give one row per value, Text events one row with `text` set; other
 kinds (histograms, images, hparams, ...) are not sent to this sink (`accepts`), as for CSV.
 
-A part is written to a hidden temporary file (`.part-*.parquet.tmp`, which no `*.parquet` glob
-matches), then renamed: a reader sees whole parts or none. A part is written once its oldest row
-was logged `part_interval` seconds ago (a timer thread writes it when no batch comes to do it;
-the time a row spent reaching the sink counts up to half the interval, so a replay of old wall
-times makes parts of half an interval), so a reader sees a value about `part_interval` after it
-was logged, and never more than the bus's `max_interval` plus `part_interval` after; if the
-sink's process is killed, at most the rows of that window are lost. A part write that fails (a
-full disk) fails the batch that triggered it, which the bus retries; the rows of earlier batches
-stay in memory until a write succeeds.
+Every batch is made durable before `write_batch` returns: its rows are appended, whole, to the
+staging file of the next part (`.part-000007.arrows`: hidden, matched by no `*.parquet` glob; an
+Arrow IPC stream, the schema then one record batch per batch, which `pyarrow.ipc.open_stream`
+reads). The bus counts a batch delivered once `write_batch` returns, and a sink host that
+restarts after a crash skips what its predecessor settled, so those rows must be on disk then
+(in the OS, as CSV's unbuffered appends are; no fsync). An append that fails midway is cut off
+before the next one (as `RecordFile` does for CSV), so a failed batch leaves no rows behind to be
+written twice when the bus retries it.
+
+A part is written from the staged rows, to a hidden temporary file (`.part-*.parquet.tmp`), then
+renamed: a reader sees whole parts or none. Then the staging file is removed, and the next part
+stages into a file of its own. A part is written once its oldest row was logged `part_interval`
+seconds ago (a timer thread writes it when no batch comes to do it; the time a row spent
+reaching the sink counts up to half the interval, so a replay of old wall times makes parts of
+half an interval), or once `part_rows` rows are staged; so a reader sees a value about
+`part_interval` after it was logged, and never more than the bus's `max_interval` plus
+`part_interval` after. A part write that fails (a full disk) fails the batch that comes to stage
+behind it, which the bus retries (the sink is down); the staged rows wait on disk until a write
+succeeds.
+
+At open (a new run, or a sink host restarted after a kill), the rows a killed writer staged
+become their part before anything else, with a torn last record cut off; a staging file whose
+part was already written (the writer was killed between the rename and the removal) is removed.
+So a killed sink host loses no row it had returned from `write_batch` for, and writes none twice.
 
 compact=True merges this session's parts into one file at close (written, renamed, then the
 parts removed); a reader that lists the directory in that instant may see both or miss a part it
@@ -42,6 +58,9 @@ the parts a compacted file covers.
 
 from __future__ import annotations
 
+import array
+import contextlib
+import functools
 import logging
 import os
 import re
@@ -58,12 +77,12 @@ if TYPE_CHECKING:
 
 LOCK_FILE = ".metricbus.lock"  # locked by the process that feeds the sink (bus/_file_locks.py)
 
-__all__ = ["SCHEMA_FIELDS", "SCHEMA_VERSION", "ParquetSink", "parquet_schema"]
+__all__ = ["PARQUET_SCHEMA_FIELDS", "PARQUET_SCHEMA_VERSION", "ParquetSink", "parquet_schema"]
 
 log = logging.getLogger("metricbus")
 
 #: The columns of every part, in order: (name, Arrow type, nullable). See the module docstring.
-SCHEMA_FIELDS: tuple[tuple[str, str, bool], ...] = (
+PARQUET_SCHEMA_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("wall_time", "timestamp[us, tz=UTC]", False),
     ("origin", "string", False),
     ("site", "string", True),
@@ -79,12 +98,14 @@ SCHEMA_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("task", "string", True),
 )
 #: Bumped only when a column changes meaning or type; new columns would be added at the end.
-SCHEMA_VERSION = "1"
+PARQUET_SCHEMA_VERSION = "1"
 
 _PART = re.compile(r"part-(\d{6,})(?:-(\d{6,}))?\.parquet")
+_STAGED = re.compile(r"\.part-(\d{6,})\.arrows")  # the staged rows of that part
 _COMPACT_ROWS = 1 << 20  # rows per row group of a compacted file
 
 
+@functools.cache
 def parquet_schema() -> pa.Schema:
     """The Arrow schema of every part (imports pyarrow)."""
     import pyarrow as pa
@@ -95,13 +116,22 @@ def parquet_schema() -> pa.Schema:
         "double": pa.float64(),
         "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC"),
     }
-    fields = [pa.field(name, types[kind], nullable=nullable) for name, kind, nullable in SCHEMA_FIELDS]
-    return pa.schema(fields, metadata={"metricbus.schema": SCHEMA_VERSION})
+    fields = [pa.field(name, types[kind], nullable=nullable) for name, kind, nullable in PARQUET_SCHEMA_FIELDS]
+    return pa.schema(fields, metadata={"metricbus.schema": PARQUET_SCHEMA_VERSION})
+
+
+def _packed(kind: pa.DataType, code: str, values: list[Any]) -> pa.Array:
+    """An Arrow array of numbers without nulls, through a packed `array.array`: pyarrow converts
+    a list of floats ~8x slower."""
+    import pyarrow as pa
+
+    packed = array.array(code, values)
+    return pa.Array.from_buffers(kind, len(packed), [None, pa.py_buffer(packed)])
 
 
 class _Rows:
-    """The rows waiting for the next part, column by column. Origins and contexts repeat, so a
-    row holds their index into `origins` / `contexts`, expanded to columns once per part."""
+    """The rows of one batch, column by column. Origins and contexts repeat, so a row holds
+    their index into the sink's `origins` / `contexts`, expanded to columns once per batch."""
 
     def __init__(self) -> None:
         self.wall: list[float] = []
@@ -114,23 +144,81 @@ class _Rows:
         self.context: list[int | None] = []
         self.any_context = False
         self.texts: list[tuple[int, str]] = []  # (row, text) of the text rows, rare
-        self.since = 0.0  # monotonic time of the oldest row
 
     def __len__(self) -> int:
         return len(self.name)
 
-    def truncate(self, n: int) -> None:
-        for column in (self.wall, self.origin, self.name, self.step, self.value, self.context):
-            del column[n:]
-        self.texts = [(row, text) for row, text in self.texts if row < n]
+
+class _Staging:
+    """The staged rows of one part: in memory (the record batches the part is made of) and on
+    disk, in `path`, an Arrow IPC stream appended to without a buffer, so that each batch is in
+    the OS before `write_batch` returns. Each `append` lands whole or is cut off."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.batches: list[pa.RecordBatch] = []
+        self.rows = 0
+        self.since = 0.0  # monotonic time the oldest row counts from
+        self._fd: int | None = None
+        self._end = 0  # bytes of whole records in the file
+        self._torn = False  # an append failed midway: bytes past _end may be part of a record
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Append `batch` to the file (the schema first, in a new file); if this raises, none of
+        it counts: what it wrote is cut off, now or before the next append."""
+        import pyarrow as pa
+
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self._end = 0
+        if self._torn:
+            os.ftruncate(self._fd, self._end)
+            self._torn = False
+        data = batch.serialize()
+        if not self._end:
+            data = pa.py_buffer(batch.schema.serialize().to_pybytes() + data.to_pybytes())
+        self._torn = True
+        try:
+            view = memoryview(data)
+            while view:  # an unbuffered write may take only part of the bytes
+                view = view[os.write(self._fd, view) :]
+        except BaseException:
+            with contextlib.suppress(OSError):  # if the cut fails too, the next append makes it
+                os.ftruncate(self._fd, self._end)
+                self._torn = False
+            raise
+        self._torn = False
+        self._end += data.size
+        self.batches.append(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        """Close the file, cutting off a failed append; the file stays for the next open."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if self._torn:
+                os.ftruncate(fd, self._end)
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Close and remove the file: its rows are in their part. A file left behind is removed
+        at the next open, which finds its part written."""
+        try:
+            self.close()
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("ParquetSink: could not remove %s (%s); the next open will", self.path, exc)
 
 
 class ParquetSink(Sink):
     """Writes Scalar, Metrics and Text events as Parquet part files under `run_dir` (see the
     module docstring for the schema and the guarantees).
 
-    part_interval: most seconds a row waits in memory before its part is written (> 0).
-    part_rows: a part is written as soon as this many rows wait (>= 1).
+    part_interval: most seconds a row waits staged before its part is written (> 0).
+    part_rows: a part is written as soon as this many rows are staged (>= 1).
     compact: merge this session's parts into one file at close.
     job: a name written in the `job` column of every row (None: null).
     compression: Parquet codec of the parts ("zstd", "snappy", "gzip", "lz4", "none").
@@ -166,12 +254,13 @@ class ParquetSink(Sink):
         self._reset()
 
     def _reset(self) -> None:
-        self._rows = _Rows()
         self._origins: list[Origin] = []
         self._origin_ids: dict[Origin, int] = {}
         self._contexts: list[Context] = []
         self._context_ids: dict[Context, int] = {}
+        self._origin_columns: tuple[Any, ...] = ((),)  # label, site, node, rank of each origin (pa.Array)
         self._next_part = 1
+        self._staging = _Staging(self._staged_path(1))
         self._session: list[Path] = []  # parts this session wrote, for compaction
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -215,22 +304,33 @@ class ParquetSink(Sink):
         import pyarrow  # noqa: F401  (fail here, at open, when the extra is missing)
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._next_part = _recover(self.run_dir) + 1
+        self._next_part = _recover(self.run_dir, self.compression) + 1
+        self._staging = _Staging(self._staged_path(self._next_part))
         self._timer = threading.Thread(target=self._tick, name=f"metricbus parquet {self.run_dir}", daemon=True)
         self._timer.start()
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         with self._lock:
-            rows = self._rows
-            mark = len(rows)
-            self._add(events)
-            if len(rows) >= self.part_rows or (mark and time.monotonic() - rows.since >= self.part_interval):
+            if self._due(time.monotonic()):
+                self._write_part()  # if this fails, nothing of this batch is staged: the bus retries it
+            batch = self._record_batch(events)
+            if not batch.num_rows:
+                return
+            staging = self._staging
+            first = not staging.rows
+            staging.append(batch)  # whole or nothing: once it returns, the batch is on disk
+            if first:
+                # The interval counts from when the oldest row was logged: the time it took to reach
+                # the sink (a batch interval, a host hop) counts, up to half the interval, so a
+                # replay of old wall times still makes parts of half an interval, not one per batch.
+                lag = min(max(time.time() - events[0].wall_time, 0.0), self.part_interval / 2)
+                staging.since = time.monotonic() - lag
+            if staging.rows >= self.part_rows:
                 try:
                     self._write_part()
-                except BaseException:
-                    rows.truncate(mark)  # the bus retries this batch: its rows must not stay too
-                    raise
-            elif mark == 0 and len(rows):
+                except Exception as exc:  # the batch is staged (delivered): the timer or the next batch retries
+                    log.warning("ParquetSink %s: could not write a part (%s); its rows stay staged", self.run_dir, exc)
+            elif first:
                 self._wake.notify()  # the timer learns of the new oldest row
 
     async def flush(self) -> None:
@@ -238,10 +338,15 @@ class ParquetSink(Sink):
             self._write_part()
 
     async def close(self) -> None:
+        """Write the last part; if that fails, its rows stay staged and become a part at the next
+        open of the run directory."""
         with self._lock:
             self._closing = True
             self._wake.notify()
-            self._write_part()
+            try:
+                self._write_part()
+            finally:
+                self._staging.close()
         if self._timer is not None:
             self._timer.join(timeout=5.0)
         if self.compact and len(self._session) > 1:
@@ -249,14 +354,7 @@ class ParquetSink(Sink):
 
     # ---- rows ----
 
-    def _add(self, events: Sequence[Event]) -> None:
-        rows = self._rows
-        if not len(rows) and events:
-            # The interval counts from when the oldest row was logged: the time it took to reach
-            # the sink (a batch interval, a host hop) counts, up to half the interval, so a
-            # replay of old wall times still makes parts of half an interval, not one per batch.
-            lag = min(max(time.time() - events[0].wall_time, 0.0), self.part_interval / 2)
-            rows.since = time.monotonic() - lag
+    def _add(self, rows: _Rows, events: Sequence[Event]) -> None:
         wall, origin_col, name_col, step_col = rows.wall, rows.origin, rows.name, rows.step
         value_col, context_col = rows.value, rows.context
         name_ids, names = rows.name_ids, rows.names
@@ -317,26 +415,34 @@ class ParquetSink(Sink):
                 value_col.append(None)
                 context_col.append(cid)
 
-    def _table(self) -> pa.Table:
+    def _record_batch(self, events: Sequence[Event]) -> pa.RecordBatch:
+        """The rows of `events`, in the schema of the parts."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        rows, n = self._rows, len(self._rows)
-        micros = pc.cast(pc.round(pc.multiply(pa.array(rows.wall, pa.float64()), 1e6)), pa.int64())
-        origin_idx = pa.array(rows.origin, pa.int32())
-        origins = self._origins
-
-        def per_origin(values: list[Any], kind: pa.DataType) -> pa.Array:
-            return pc.take(pa.array(values, kind), origin_idx)
-
+        rows = _Rows()
+        self._add(rows, events)
+        n = len(rows)
+        micros = pc.cast(pc.round(pc.multiply(_packed(pa.float64(), "d", rows.wall), 1e6)), pa.int64())
+        origin_idx = _packed(pa.int32(), "i", rows.origin)
+        if len(self._origin_columns[0]) != len(self._origins):  # a new origin since the last batch
+            origins = self._origins
+            self._origin_columns = (
+                pa.array([o.label for o in origins], pa.string()),
+                pa.array([o.site or None for o in origins], pa.string()),
+                pa.array([o.node or None for o in origins], pa.string()),
+                pa.array([o.rank for o in origins], pa.int64()),
+            )
         texts: pa.Array
         if rows.texts:
             column: list[str | None] = [None] * n
             for row, text in rows.texts:
                 column[row] = text
             texts = pa.array(column, pa.string())
+            values = pa.array(rows.value, pa.float64())  # text rows have no value: null
         else:
             texts = pa.nulls(n, pa.string())
+            values = _packed(pa.float64(), "d", rows.value)
         if rows.any_context:
             idx = pa.array(rows.context, pa.int32())
             ctx = self._contexts
@@ -347,56 +453,70 @@ class ParquetSink(Sink):
             epoch, round_, task = pa.nulls(n, pa.int64()), pa.nulls(n, pa.int64()), pa.nulls(n, pa.string())
         columns = [
             micros.cast(pa.timestamp("us", tz="UTC")),
-            per_origin([o.label for o in origins], pa.string()),
-            per_origin([o.site or None for o in origins], pa.string()),
-            per_origin([o.node or None for o in origins], pa.string()),
-            per_origin([o.rank for o in origins], pa.int64()),
+            *(pc.take(column, origin_idx) for column in self._origin_columns),
             pa.nulls(n, pa.string()) if self.job is None else pa.array([self.job] * n, pa.string()),
-            pc.take(pa.array(rows.names, pa.string()), pa.array(rows.name, pa.int32())),
-            pa.array(rows.step, pa.int64()),
-            pa.array(rows.value, pa.float64()),
+            pc.take(pa.array(rows.names, pa.string()), _packed(pa.int32(), "i", rows.name)),
+            _packed(pa.int64(), "q", rows.step),
+            values,
             texts,
             epoch,
             round_,
             task,
         ]
-        return pa.Table.from_arrays(columns, schema=parquet_schema())
+        return pa.RecordBatch.from_arrays(columns, schema=parquet_schema())
+
+    def _staged_path(self, part: int) -> Path:
+        return self.run_dir / f".part-{part:06d}.arrows"
+
+    def _due(self, now: float) -> bool:
+        """Whether the staged rows are due to become a part (the caller holds the lock)."""
+        staging = self._staging
+        return staging.rows > 0 and (staging.rows >= self.part_rows or now - staging.since >= self.part_interval)
 
     def _write_part(self) -> None:
-        """Write the waiting rows as the next part (the caller holds the lock)."""
-        if not len(self._rows):
+        """Write the staged rows as the next part, then start staging the one after (the caller
+        holds the lock). If this raises, the rows stay staged."""
+        staging = self._staging
+        if not staging.rows:
             return
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
-        table = self._table()
         path = self.run_dir / f"part-{self._next_part:06d}.parquet"
-        _write_then_rename(path, lambda tmp: pq.write_table(table, tmp, compression=self.compression))
+        _write_part_file(path, pa.Table.from_batches(staging.batches, schema=parquet_schema()), self.compression)
         self._next_part += 1
         self._session.append(path)
         self.parts_written += 1
-        self._rows = _Rows()
+        self._staging = _Staging(self._staged_path(self._next_part))
+        staging.discard()
 
     def _tick(self) -> None:
         """The timer thread: writes the waiting rows once the oldest is `part_interval` old."""
         backoff = 0.0
         with self._lock:
             while not self._closing:
-                rows = self._rows
-                if not len(rows):
+                staging = self._staging
+                if not staging.rows:
                     self._wake.wait()
                     continue
-                due = rows.since + self.part_interval + backoff - time.monotonic()
+                due = 0.0 if staging.rows >= self.part_rows else staging.since + self.part_interval - time.monotonic()
+                due += backoff
                 if due > 0:
                     self._wake.wait(due)
                     continue
                 try:
                     self._write_part()
                     backoff, self._timer_error = 0.0, None
-                except Exception as exc:  # an outage (a full disk): the rows stay, the next batch retries too
+                except Exception as exc:  # an outage (a full disk): the rows stay staged, the next batch retries too
                     if self._timer_error is None:
                         log.warning("ParquetSink %s: could not write a part (%s); retrying", self.run_dir, exc)
                     self._timer_error = exc
                     backoff = min(max(2 * backoff, 0.5), 30.0)
+
+
+def _write_part_file(path: Path, table: pa.Table, compression: str) -> None:
+    import pyarrow.parquet as pq
+
+    _write_then_rename(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
 
 
 def _write_then_rename(path: Path, write: Any) -> None:
@@ -417,21 +537,63 @@ def _part_range(path: Path) -> tuple[int, int] | None:
     return first, int(match.group(2) or first)
 
 
-def _recover(run_dir: Path) -> int:
-    """The last part number used in `run_dir`, after removing the parts that a compacted file
-    already holds (a sink killed while compacting) and temporary files left by a killed writer."""
+def _recover(run_dir: Path, compression: str) -> int:
+    """The last part number used in `run_dir`, once what a killed writer left is resolved: its
+    temporary files are removed, so are the parts that a compacted file already holds (killed
+    while compacting); its staged rows become their part, unless that part was written already
+    (killed before the staging file was removed)."""
     ranges: dict[Path, tuple[int, int]] = {}
+    staged: dict[int, Path] = {}
     for path in run_dir.iterdir():
         if path.name.startswith(".part-") and path.name.endswith(".tmp"):
             path.unlink(missing_ok=True)
         elif (found := _part_range(path)) is not None:
             ranges[path] = found
+        elif (match := _STAGED.fullmatch(path.name)) is not None:
+            staged[int(match.group(1))] = path
     compacted = [r for r in ranges.values() if r[0] != r[1]]
     for path, (first, last) in list(ranges.items()):
         if first == last and any(a <= first <= b for a, b in compacted):
             log.warning("ParquetSink: %s is already in a compacted file; removing it", path)
             path.unlink(missing_ok=True)
+    for number, path in sorted(staged.items()):
+        if not any(a <= number <= b for a, b in ranges.values()):
+            table = _read_staged(path)
+            if table.num_rows:
+                part = run_dir / f"part-{number:06d}.parquet"
+                _write_part_file(part, table, compression)
+                ranges[part] = (number, number)
+                log.warning("ParquetSink: %d rows a killed writer staged are now %s", table.num_rows, part)
+        path.unlink()
     return max((last for _, last in ranges.values()), default=0)
+
+
+def _read_staged(path: Path) -> pa.Table:
+    """The whole record batches of a staging file, in the schema of the parts; a torn last one
+    (the writer was killed mid-append) is left out, with a warning."""
+    import pyarrow as pa
+
+    source = pa.memory_map(str(path))
+    reader = pa.ipc.MessageReader.open_stream(source)
+    schema: pa.Schema | None = None
+    batches: list[pa.RecordBatch] = []
+    end = 0
+    try:
+        while True:
+            message = reader.read_next_message()
+            if schema is None:
+                schema = pa.ipc.read_schema(message)
+            else:
+                batches.append(pa.ipc.read_record_batch(message, schema))
+            end = source.tell()
+    except StopIteration:
+        pass
+    except (pa.ArrowInvalid, OSError) as exc:
+        log.warning("ParquetSink: %s: cut off %d bytes of a torn last record (%s)", path, source.size() - end, exc)
+    if schema is None or not batches:
+        return parquet_schema().empty_table()
+    table = pa.Table.from_batches(batches, schema=schema)
+    return table if schema.equals(parquet_schema(), check_metadata=True) else table.cast(parquet_schema())
 
 
 def _compact(run_dir: Path, parts: list[Path], compression: str) -> None:

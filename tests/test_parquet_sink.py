@@ -3,8 +3,11 @@ its sink host; the schema; parts written then renamed; compaction and recovery a
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -15,13 +18,13 @@ from typing import Any
 import duckdb
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from bus import Context, InvalidConfig, MetricBus, Metrics, Origin, Scalar, Text
 from producers import MetricLogger
-from sinks import ParquetSink
-from sinks._parquet import SCHEMA_FIELDS, SCHEMA_VERSION, parquet_schema
+from sinks import PARQUET_SCHEMA_FIELDS, PARQUET_SCHEMA_VERSION, ParquetSink, parquet_schema
 from tests.helpers import wait_until_sync
 
 GLOB = "**/*.parquet"
@@ -95,8 +98,8 @@ def test_the_schema_origins_contexts_text_and_non_finite_values(tmp_path: Path) 
         log.text("notes", "hello, world\nline two", step=4)
         log.publish(Scalar("plain", 2.0, step=5, wall_time=1_700_000_000.25))
     table = pq.read_table(run)
-    assert [(f.name, str(f.type), f.nullable) for f in table.schema] == list(SCHEMA_FIELDS)
-    assert pq.read_schema(next(run.glob("*.parquet"))).metadata[b"metricbus.schema"] == SCHEMA_VERSION.encode()
+    assert [(f.name, str(f.type), f.nullable) for f in table.schema] == list(PARQUET_SCHEMA_FIELDS)
+    assert pq.read_schema(next(run.glob("*.parquet"))).metadata[b"metricbus.schema"] == PARQUET_SCHEMA_VERSION.encode()
     rows = {r["name"]: r for r in table.to_pylist()}
     assert math.isnan(rows["x/nan"]["value"]) and rows["x/inf"]["value"] == math.inf and rows["b"]["value"] == -math.inf
     assert rows["notes"]["text"] == "hello, world\nline two" and rows["notes"]["value"] is None
@@ -211,3 +214,130 @@ def test_making_the_sinks_in_the_training_process_imports_neither_pyarrow_nor_pr
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---- delivery: a batch is on disk once write_batch returns ----
+
+
+def staged_files(run: Path) -> list[Path]:
+    return sorted(run.glob(".part-*.arrows"))
+
+
+def steps_in(run: Path) -> list[int]:
+    return [row[0] for row in sql(f"SELECT step FROM read_parquet('{run}/{GLOB}') ORDER BY step")]
+
+
+def test_a_killed_sink_host_loses_no_row_it_took_and_writes_none_twice(tmp_path: Path) -> None:
+    """kill -9 of the sink host while rows wait for their part: they are staged on disk, the
+    restarted host makes them a part, skips what its predecessor settled and gets the rest again."""
+    run = tmp_path / "run"
+    n = 9_000
+    with MetricLogger([ParquetSink(run, part_interval=3600, part_rows=1_000_000)]) as log:
+        name = log.sink_names[0]
+        for step in range(3_000):
+            log.scalar("v", float(step), step=step)
+        log.flush()  # a part: what the dead host settled is in a part ...
+        for step in range(3_000, 6_000):
+            log.scalar("v", float(step), step=step)
+        # ... or staged: settled (the progress record says so), waiting an hour for its part
+        wait_until_sync(lambda: log.stats()[name].delivered == 6_000, timeout=60)
+        assert len(staged_files(run)) == 1 and duck_count(run) == 3_000
+        match = re.search(r"pid (\d+)", log.stats()[name].where)
+        assert match is not None, log.stats()[name].where
+        pid = int(match.group(1))
+        os.kill(pid, signal.SIGKILL)
+        for step in range(6_000, n):  # logging goes on: the dead host's pipe, then a new host
+            log.scalar("v", float(step), step=step)
+        log.flush()
+        stats = log.stats()[name]
+    assert stats.restarts == 1 and stats.balanced and stats.delivered == n
+    assert steps_in(run) == list(range(n))  # every step, none twice
+    assert staged_files(run) == []
+
+
+@pytest.mark.anyio
+async def test_staged_rows_of_a_killed_writer_become_their_part_at_open(tmp_path: Path) -> None:
+    """What a kill leaves: a staging file with a torn last record (its whole records become the
+    part), and one whose part was written before the file could be removed (it goes)."""
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    async with MetricBus() as bus:
+        bus.add_sink(ParquetSink(run), isolate="none")
+        for step in range(2):
+            await bus.publish(Scalar("v", float(step), step=step))
+            await bus.flush()  # parts 1 and 2
+    staging = ParquetSink(elsewhere, part_interval=3600)
+    await staging.open()
+    await staging.write_batch([Scalar("v", 2.0, step=2), Scalar("v", 3.0, step=3)])
+    await staging.write_batch([Scalar("v", 4.0, step=4)])
+    whole = (elsewhere / ".part-000001.arrows").read_bytes()
+    (run / ".part-000002.arrows").write_bytes(whole[:-20])  # part 2 exists: this one is stale
+    (run / ".part-000003.arrows").write_bytes(whole + b"\xff\xff\xff\xff\x40\x01")  # a torn third record
+    await staging.close()
+    sink = ParquetSink(run)
+    async with MetricBus() as bus:
+        bus.add_sink(sink, isolate="none")
+        await bus.publish(Scalar("v", 5.0, step=5))
+    assert sorted(p.name for p in run.glob("part-*")) == [f"part-00000{i}.parquet" for i in range(1, 5)]
+    assert steps_in(run) == list(range(6))
+    assert staged_files(run) == [] and sink.parts_written == 1
+
+
+@pytest.mark.anyio
+async def test_a_failed_append_leaves_no_row_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An append that fails midway (a full disk), and whose cut fails too: nothing of that batch
+    is staged, on disk or in memory, when the bus retries it."""
+    run = tmp_path / "run"
+    sink = ParquetSink(run, part_interval=3600)
+    await sink.open()
+    await sink.write_batch([Scalar("v", 0.0, step=0)])
+    staged = sink._staging
+    write, truncate, failures = os.write, os.ftruncate, {"write": 1, "truncate": 1}
+
+    def half_then_full(fd: int, data: Any) -> int:
+        if fd == staged._fd and failures["write"]:
+            failures["write"] -= 1
+            write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    def cut_fails_once(fd: int, length: int) -> None:
+        if failures["truncate"]:
+            failures["truncate"] -= 1
+            raise OSError(errno.EIO, "I/O error")
+        truncate(fd, length)
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    monkeypatch.setattr(os, "ftruncate", cut_fails_once)
+    batch = [Scalar("v", float(step), step=step) for step in range(1, 100)]
+    with pytest.raises(OSError, match="No space"):
+        await sink.write_batch(batch)
+    await sink.write_batch(batch)  # the bus's retry: the torn bytes are cut off first
+    table = pa.ipc.open_stream(staged.path.read_bytes()).read_all()
+    assert table.column("step").to_pylist() == list(range(100))
+    await sink.close()
+    assert steps_in(run) == list(range(100))
+
+
+@pytest.mark.anyio
+async def test_a_failed_part_write_keeps_the_rows_staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part that cannot be written: the batch that filled it stays delivered (it is staged);
+    the next batch fails (the sink is down) without being staged; once the disk is back, each row
+    is written once."""
+    import sinks._parquet as module
+
+    run = tmp_path / "run"
+    sink = ParquetSink(run, part_rows=2)
+    await sink.open()
+    real = module._write_part_file
+
+    def full_disk(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(module, "_write_part_file", full_disk)
+    await sink.write_batch([Scalar("v", 0.0, step=0), Scalar("v", 1.0, step=1)])  # staged; its part fails
+    with pytest.raises(OSError, match="No space"):
+        await sink.write_batch([Scalar("v", 2.0, step=2)])  # the part is due first: not staged
+    monkeypatch.setattr(module, "_write_part_file", real)
+    await sink.write_batch([Scalar("v", 2.0, step=2)])
+    await sink.close()
+    assert steps_in(run) == [0, 1, 2] and sink.parts_written == 2

@@ -18,8 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bus import InvalidConfig, MetricBus, Metrics, Origin, Scalar, SinkState
 from producers import MetricLogger, PipelineMetrics
-from sinks import PrometheusSink
-from sinks._prometheus import prometheus_name
+from sinks import PrometheusSink, prometheus_name
 from tests.helpers import wait_until_sync
 from tests.redis_server import free_port
 
