@@ -38,6 +38,7 @@ from ._events import (
     RunConfig,
     RunSummary,
     Scalar,
+    Tensor,
     Text,
     Video,
 )
@@ -49,12 +50,14 @@ from ._sink import Sink
 from ._spool import read_segments, read_spool
 from ._stats import DropReason, SinkState, SinkStats, accepted_share
 from ._validate import IMAGE_CHANNELS, as_step, as_value, known_names
+from ._validate_media import TENSOR_DTYPES
 
 __all__ = [
     "DEFAULT_ORIGIN",
     "EVENT_TYPES",
     "IMAGE_CHANNELS",
     "MISSING_METRIC",
+    "TENSOR_DTYPES",
     "Audio",
     "BusClosed",
     "BusFull",
@@ -93,6 +96,7 @@ __all__ = [
     "SinkState",
     "SinkStats",
     "StopTraining",
+    "Tensor",
     "Text",
     "Video",
     "WhenFull",

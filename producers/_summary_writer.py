@@ -38,6 +38,7 @@ from bus import (
     PrCurve,
     Scalar,
     Sink,
+    Tensor,
     Text,
     Video,
     as_step,
@@ -65,6 +66,7 @@ from ._summary_media import (
     onnx_graph,
     openvino_graph,
     pr_curve_series,
+    tensor_fields,
     traced_graph,
     video_frames,
 )
@@ -752,6 +754,17 @@ class SummaryWriter:
         fields = embedding_fields(mat, metadata, label_img, metadata_header)
         self._publish(Embedding(tag, step, **fields, **self._fields(None)))
 
+    def add_tensor(self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None) -> None:
+        """Log a whole tensor (torch's add_tensor): its values, dtype and shape, as a Tensor event
+        the TensorBoard sink writes as torch does (plugin "tensor", TensorBoard's TIME SERIES and
+        `EventAccumulator.Tensors`). Every dtype torch writes: float16, bfloat16, float32/64,
+        int8/16/32/64, uint8, bool, complex64/128; others are refused (InvalidEvent, a
+        ValueError, as torch's ValueError). A torch tensor or a numpy array, at most 64 MiB."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        self._publish(Tensor(tag, step, **tensor_fields(tensor), **self._fields(walltime)))
+
     def add_graph(
         self, model: Any, input_to_model: Any = None, verbose: bool = False, use_strict_trace: bool = True
     ) -> None:
@@ -777,7 +790,6 @@ class SummaryWriter:
 
     # ---- not supported: fail loudly, say what to use instead ----
 
-    add_tensor = _unsupported("add_tensor", "log scalars or a histogram of the tensor instead")
     export_scalars_to_json = _unsupported(
         "export_scalars_to_json", "add a JsonlSink or CsvSink to writer.logger; nothing is kept in memory here"
     )
