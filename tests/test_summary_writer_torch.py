@@ -236,3 +236,32 @@ def test_add_tensor_takes_numpy_arrays_and_refuses_other_values(tmp_path: Path) 
     (event,) = _read(tmp_path).Tensors("array")
     got = tensor_util.make_ndarray(event.tensor_proto)
     assert got.dtype == np.int32 and got.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_replay_reads_torchs_tensor_summaries_back_into_tensor_events(tmp_path: Path) -> None:
+    """`metricbus replay` of a logdir torch's writer wrote: each add_tensor call comes back as a
+    Tensor event holding that tensor's bytes, dtype and shape; written again by the TensorBoard
+    sink, TensorBoard reads the same TensorProtos as from torch's files."""
+    from producers._replay import replay
+    from sinks import MemorySink, TensorBoardSink
+
+    tensors = {}
+    with TorchWriter(str(tmp_path / "torch")) as theirs:
+        for dtype in TENSOR_DTYPES[:12]:
+            name = str(dtype).removeprefix("torch.")
+            tensors[name] = (
+                torch.from_numpy(values_of(dtype)) if dtype != torch.bfloat16 else torch.tensor(AWKWARD).to(dtype)
+            )
+            theirs.add_tensor(name, tensors[name], 2)
+    memory = MemorySink()
+    stats = replay([tmp_path / "torch"], [(memory, {"isolate": "none"}), TensorBoardSink(tmp_path / "copy")])
+    assert stats.ok and stats.bad == 0 and stats.sources[0].skipped == {}
+    got = {e.name: e for e in memory.events}
+    assert sorted(got) == sorted(tensors)
+    for name, tensor in tensors.items():
+        raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+        assert (got[name].dtype, got[name].shape, got[name].step) == (name, tuple(tensor.shape), 2)
+        assert got[name].data == raw.numpy().tobytes(), name
+    real, copy = _read(tmp_path / "torch"), _read(tmp_path / "copy")
+    for name in tensors:
+        assert copy.Tensors(name)[0].tensor_proto == real.Tensors(name)[0].tensor_proto, name
