@@ -38,6 +38,7 @@ from ._events import (
     RunConfig,
     RunSummary,
     Scalar,
+    Tensor,
     Text,
     Video,
 )
@@ -59,6 +60,7 @@ from ._sink import Sink
 from ._spool import read_segments, read_spool
 from ._stats import DropReason, SinkState, SinkStats, accepted_share
 from ._validate import IMAGE_CHANNELS, as_step, as_value, known_names
+from ._validate_media import TENSOR_DTYPES
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -66,6 +68,7 @@ __all__ = [
     "IMAGE_CHANNELS",
     "MISSING_METRIC",
     "REDUCE_KEY",
+    "TENSOR_DTYPES",
     "Audio",
     "BusClosed",
     "BusFull",
@@ -105,6 +108,7 @@ __all__ = [
     "SinkState",
     "SinkStats",
     "StopTraining",
+    "Tensor",
     "Text",
     "Video",
     "WhenFull",

@@ -37,6 +37,7 @@ from ._validate_media import (
     AUDIO_CHANNELS,
     MAX_PR_THRESHOLDS,
     SPRITE_CHANNELS,
+    TENSOR_DTYPES,
     VIDEO_CHANNELS,
     as_blob,
     as_choice,
@@ -48,6 +49,8 @@ from ._validate_media import (
     as_shape3,
     as_size,
     as_sprite,
+    as_tensor_dtype,
+    as_tensor_shape,
 )
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "RunConfig",
     "RunSummary",
     "Scalar",
+    "Tensor",
     "Text",
     "Video",
 ]
@@ -633,6 +637,39 @@ class Graph(_Base, frozen=True):
         )
 
 
+class Tensor(_Named, frozen=True, kw_only=True):
+    """A whole tensor at one step, as torch's `SummaryWriter.add_tensor` records it: `data` holds
+    its values as raw little-endian bytes, row-major, of one of `TENSOR_DTYPES` ("float32",
+    "bfloat16", "bool", "complex64", ...), `shape` its sizes (`()`: one value), at most 64 MiB.
+    bfloat16 values are their 2-byte patterns; bools are the bytes 0 and 1.
+
+    The TensorBoard sink writes torch's tensor summary (plugin "tensor", a TensorProto of that
+    dtype and shape); JSONL keeps it; the sinks that show only metrics and media do not take it.
+    """
+
+    data: bytes
+    dtype: str
+    shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        as_name(self.name)
+        force_setattr(self, "step", as_step(self.step))
+        dtype = as_tensor_dtype(self.dtype, "dtype")
+        shape = as_tensor_shape(self.shape, "shape")
+        force_setattr(self, "shape", shape)
+        data = as_blob(self.data, "data", TENSOR_DTYPES[dtype], math.prod(shape))
+        if dtype == "bool" and data.translate(None, b"\x00\x01"):
+            raise InvalidEvent("data", data, "a bool tensor's bytes must be 0 or 1")
+        force_setattr(self, "data", data)
+        self._check_base()
+
+    def __repr__(self) -> str:
+        return (
+            f"Tensor(name={self.name!r}, step={self.step}, data=<{len(self.data)} bytes>, dtype={self.dtype!r},"
+            f" shape={self.shape!r}, wall_time={self.wall_time!r}, origin={self.origin!r}, context={self.context!r})"
+        )
+
+
 # ==== the union: every kind above ====
 
 
@@ -710,11 +747,12 @@ Event: TypeAlias = (
     | Mesh
     | Embedding
     | Graph
+    | Tensor
     | RunConfig
     | RunSummary
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     *(Scalar, Metrics, Histogram, Text, Hparams, Image, ChartLayout),
-    *(Audio, Video, PrCurve, Mesh, Embedding, Graph),
+    *(Audio, Video, PrCurve, Mesh, Embedding, Graph, Tensor),
     *(RunConfig, RunSummary),
 )

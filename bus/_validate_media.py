@@ -29,6 +29,24 @@ SPRITE_LIMIT = 8192
 """The largest embedding sprite TensorBoard's projector loads, in pixels a side."""
 MAX_PR_THRESHOLDS = 127
 """tensorboardX caps a PR curve's thresholds at 127 (its summary says more "breaks protobuf")."""
+TENSOR_DTYPES = {
+    "float16": 2,
+    "bfloat16": 2,
+    "float32": 4,
+    "float64": 8,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "bool": 1,
+    "complex64": 8,
+    "complex128": 16,
+}
+"""A Tensor event's dtypes and their item sizes in bytes: the dtypes torch's add_tensor writes
+(its complex32, uint16-64, float8 and quantized tensors fail there, so they are not here)."""
+MAX_TENSOR_DIMS = 64
+"""The most dimensions a Tensor event may have (torch's own limit)."""
 
 
 def as_size(value: object, field: str, minimum: int = 1) -> int:
@@ -72,6 +90,19 @@ def as_shape3(value: object, field: str) -> tuple[int, int, int]:
     if shape[2] != 3:
         raise InvalidEvent(field, value, "must end in 3 (x, y, z or r, g, b or three vertex indices)")
     return shape
+
+
+def as_tensor_shape(value: object, field: str) -> tuple[int, ...]:
+    """A tensor's shape: a sequence of at most MAX_TENSOR_DIMS sizes >= 0 (empty: a 0-d tensor)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) > MAX_TENSOR_DIMS:
+        raise InvalidEvent(field, value, f"must be a sequence of at most {MAX_TENSOR_DIMS} sizes")
+    return tuple(as_step(size, f"{field}[{i}]") for i, size in enumerate(value))
+
+
+def as_tensor_dtype(value: object, field: str) -> str:
+    if type(value) is not str or value not in TENSOR_DTYPES:
+        raise InvalidEvent(field, value, f"must be one of {', '.join(TENSOR_DTYPES)}")
+    return value
 
 
 def as_curve(values: object, field: str, length: int | None) -> tuple[float, ...]:

@@ -12,7 +12,8 @@ Sources are told apart by their path (`detect_kind`):
   fails validation, a torn last line) is counted with its line number and the rest replayed.
 - a directory, or a file named `events.out.tfevents.*`: TensorBoard, read with TensorBoard's own
   record reader (`RawEventFileLoader`: it checks every crc32c) and its Event protos. Scalars
-  (simple values and scalar tensors), histograms, text and hparams become events; what has no
+  (simple values and scalar tensors), histograms, text, hparams and torch's `add_tensor` tensors
+  become events; what has no
   metricbus event (images, audio, graphs, ...) is counted in `SourceStats.skipped`. A file that
   ends in a torn or corrupt record is replayed up to it, and the rest is reported as bad.
 
@@ -70,6 +71,7 @@ from bus import (
     Scalar,
     Sink,
     SinkStats,
+    Tensor,
     Text,
     delivery_failures,
 )
@@ -459,6 +461,8 @@ def _events_of(proto: Any, origin: Origin, stats: SourceStats, where: str, recor
                     buckets = _array(value.tensor).tolist()
                     limits, counts = tuple(b[1] for b in buckets), tuple(b[2] for b in buckets)
                     events.append(Histogram(value.tag, bucket_limits=limits, bucket_counts=counts, **head))
+                case "tensor", "tensor":  # torch's add_tensor
+                    events.append(Tensor(value.tag, **_tensor_fields(value.tensor), **head))
                 case "tensor", "text" if len(value.tensor.string_val) == 1:
                     name = value.tag.removesuffix(_TEXT_SUFFIX)
                     events.append(Text(name, value.tensor.string_val[0].decode("utf-8", "replace"), **head))
@@ -478,6 +482,48 @@ def _events_of(proto: Any, origin: Origin, stats: SourceStats, where: str, recor
         except Exception as exc:
             stats.add_bad(where, record, str(exc))
     return events
+
+
+# a TensorProto's dtype -> the Tensor event's dtype and how its values are stored as bytes
+_PROTO_DTYPES = {
+    "DT_HALF": ("float16", "<f2"),
+    "DT_BFLOAT16": ("bfloat16", "<u2"),
+    "DT_FLOAT": ("float32", "<f4"),
+    "DT_DOUBLE": ("float64", "<f8"),
+    "DT_INT8": ("int8", "<i1"),
+    "DT_UINT8": ("uint8", "<u1"),
+    "DT_INT16": ("int16", "<i2"),
+    "DT_INT32": ("int32", "<i4"),
+    "DT_INT64": ("int64", "<i8"),
+    "DT_BOOL": ("bool", "?"),
+    "DT_COMPLEX64": ("complex64", "<f4"),
+    "DT_COMPLEX128": ("complex128", "<f8"),
+}
+_VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "uint32_val", "int64_val", "bool_val")
+_HALF_BITS = 0xFFFF
+
+
+def _tensor_fields(tensor: Any) -> dict[str, Any]:
+    """A Tensor event's data, dtype and shape from a TensorProto: the fields torch's add_tensor
+    fills (float16 and bfloat16 as the bits of a float32 in half_val) or TensorFlow's raw
+    tensor_content / 16-bit half_val."""
+    import numpy as np
+    from tensorboard.compat.proto.types_pb2 import DataType
+
+    dtype, layout = _PROTO_DTYPES[DataType.Name(tensor.dtype)]
+    shape = tuple(dim.size for dim in tensor.tensor_shape.dim)
+    if tensor.tensor_content:
+        return {"data": tensor.tensor_content, "dtype": dtype, "shape": shape}
+    values: Any = next((getattr(tensor, f) for f in _VALUE_FIELDS if len(getattr(tensor, f))), [])
+    if dtype.startswith("complex"):
+        values = tensor.scomplex_val if dtype == "complex64" else tensor.dcomplex_val
+    array = np.asarray(values)
+    if dtype in ("float16", "bfloat16"):
+        if array.size and (array.min() < 0 or array.max() > _HALF_BITS):  # torch: struct.pack("f", x) as an int
+            as_float = array.astype("<i4").view("<f4")
+            array = as_float.astype("<f2").view("<u2") if dtype == "float16" else as_float.view("<u4") >> 16
+        layout = "<u2"  # the 16-bit patterns (TensorFlow writes them as they are)
+    return {"data": array.astype(layout).tobytes(), "dtype": dtype, "shape": shape}
 
 
 def _array(tensor: Any) -> Any:

@@ -8,10 +8,11 @@ What is heavy (WAV, GIF and PNG encoding, protobufs, projector files) happens in
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from bus import InvalidEvent
+from bus import TENSOR_DTYPES, InvalidEvent
 
 from ._summary_images import fill_uint8, host_values, image_pixels, to_nhwc
 
@@ -26,9 +27,32 @@ __all__ = [
     "onnx_graph",
     "openvino_graph",
     "pr_curve_series",
+    "tensor_fields",
     "traced_graph",
     "video_frames",
 ]
+
+
+def tensor_fields(tensor: Any, field: str = "tensor") -> dict[str, Any]:
+    """A Tensor event's data, dtype and shape from a torch tensor (moved to the CPU, the one copy
+    a GPU tensor needs) or a numpy array, of a dtype torch's add_tensor writes."""
+    import numpy as np
+
+    is_torch = callable(getattr(tensor, "detach", None))
+    if not is_torch and not isinstance(tensor, np.ndarray):
+        raise InvalidEvent(field, tensor, f"must be a torch tensor or numpy array, not {type(tensor).__name__}")
+    dtype = str(tensor.dtype).removeprefix("torch.") if is_torch else tensor.dtype.name
+    if dtype not in TENSOR_DTYPES:
+        raise InvalidEvent(field, tensor, f"has unsupported tensor dtype {tensor.dtype}")
+    shape = tuple(int(size) for size in tensor.shape)
+    if is_torch:  # bfloat16 as its bit patterns: numpy has no bfloat16
+        host = tensor.detach().cpu()
+        array = (host.view(sys.modules["torch"].int16) if dtype == "bfloat16" else host).numpy()
+    else:
+        array = tensor
+    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    return {"data": data, "dtype": dtype, "shape": shape}
+
 
 _PCM_SCALE = 32768.0  # libsndfile's float -> int16 scale: floor(x * 32768), clipped to int16
 _MAX_THRESHOLDS = 127  # tensorboardX's cap on a PR curve's thresholds

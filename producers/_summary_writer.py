@@ -4,8 +4,9 @@ Change the import and every tensorboardX call goes through metricbus: by default
 TensorBoardSink in `logdir` (in its worker process), or to every sink of a MetricLogger passed as
 `logger=`. Calls return at once: an image, a clip or a sound costs the calling thread one
 conversion of its values (`_summary_images`, `_summary_media`); PNG, GIF and WAV encoding,
-protobufs and projector files happen in the sinks. torch's `add_tensor` and tensorboardX's
-`export_scalars_to_json` raise NotImplementedError naming an alternative.
+protobufs and projector files happen in the sinks. torch's `add_tensor` becomes a Tensor event;
+tensorboardX's `export_scalars_to_json` reads add_scalars' values from a temporary file
+(`_scalars_json`), not from memory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import re
 import socket
 import time
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from bus import (
     Audio,
@@ -38,6 +40,7 @@ from bus import (
     PrCurve,
     Scalar,
     Sink,
+    Tensor,
     Text,
     Video,
     as_step,
@@ -45,6 +48,7 @@ from bus import (
 
 from ._frequency import FrequencySpec, LogFrequency
 from ._logger import MetricLogger
+from ._scalars_json import ScalarsRecord
 from ._summary_file_writer import FileWriter
 from ._summary_images import (
     as_image_array,
@@ -65,6 +69,7 @@ from ._summary_media import (
     onnx_graph,
     openvino_graph,
     pr_curve_series,
+    tensor_fields,
     traced_graph,
     video_frames,
 )
@@ -130,17 +135,6 @@ def _discard(event: Event) -> None:
     """write_to_disk=False: the event was checked when it was built; nothing is published."""
 
 
-def _unsupported(method: str, alternative: str) -> Callable[..., NoReturn]:
-    """A method that refuses loudly and says what to use instead."""
-
-    def refuse(self: SummaryWriter, *args: object, **kwargs: object) -> NoReturn:
-        raise NotImplementedError(f"SummaryWriter.{method} is not supported by metricbus; {alternative}")
-
-    refuse.__name__ = refuse.__qualname__ = method
-    refuse.__doc__ = f"Not supported: raises NotImplementedError ({alternative})."
-    return refuse
-
-
 class SummaryWriter:
     """The tensorboardX / torch.utils.tensorboard SummaryWriter API, publishing to metricbus.
 
@@ -156,8 +150,9 @@ class SummaryWriter:
     add_histogram's `bins`/`max_bins` (the sink's `histogram_bins` decides).
     Refused: an unknown keyword (TypeError, as Python says it), an enabled `comet_config`
     (NotImplementedError), `purge_step`/`filename_suffix` with `logger=` (they configure the
-    TensorBoard sink this writer creates); torch's `add_tensor` and `export_scalars_to_json`
-    (it needs every add_scalars value kept in memory): NotImplementedError, naming an alternative.
+    TensorBoard sink this writer creates).
+    `add_tensor` (torch's) logs a whole tensor as a Tensor event; `export_scalars_to_json`
+    (tensorboardX's) exports add_scalars' values, which wait on disk rather than in memory.
 
     Images (`add_image`, `add_images`, `add_figure`, `add_image_with_boxes`) become `Image`
     events of uint8 HWC pixels, converted here with numpy (tensorboardX's dataformats, its [0, 1]
@@ -212,6 +207,7 @@ class SummaryWriter:
         self._publish: Callable[[Event], None]
         self._bind()
         self._series: dict[tuple[str, str], Origin] = {}  # add_scalars' runs: one Origin per series
+        self._record = ScalarsRecord()  # add_scalars' values for export_scalars_to_json
         self._sessions: set[str] = set()  # add_hparams' default session names, never reused
         self._warned: set[str] = set()  # options already reported as having no effect
         self._closed = False
@@ -276,17 +272,34 @@ class SummaryWriter:
     ) -> None:
         """Several series on one chart, as tensorboardX draws them: the scalar `main_tag` in the
         run `<logdir>/<main_tag>/<tag>` for each tag (events with origin site=main_tag, node=tag;
-        characters other than letters, digits, '_', '.', '-' become '_'). Nothing is kept per
-        value and no writer is opened here: the TensorBoard sink keeps one file per run."""
-        step = self._default_step if global_step is None else global_step
+        characters other than letters, digits, '_', '.', '-' become '_'). No writer is opened
+        here: the TensorBoard sink keeps one file per run. As in tensorboardX (whose series have
+        writers of their own), `use_metadata` does not apply: no `global_step` is step 0, no
+        `walltime` is now. Each value is also kept for `export_scalars_to_json`, on disk."""
+        step = 0 if global_step is None else global_step
         if self._freq is not None and not self._freq(step):
             return
         if self._closed:
             self._reopen()
-        fields = self._fields(walltime)
+        stamp = time.time() if walltime is None else walltime
+        fields: dict[str, Any] = {"context": self._log.context, "wall_time": stamp}
+        logdir = self.logdir
         for tag, value in tag_scalar_dict.items():
             fields["origin"] = self._series_origin(main_tag, tag)
-            self._publish(Scalar(main_tag, _as_number(value), step, **fields))
+            event = Scalar(main_tag, _as_number(value), step, **fields)
+            self._publish(event)
+            exported = stamp if type(stamp) is int else event.wall_time
+            self._record.add(
+                os.path.join(logdir, main_tag, tag), exported, None if global_step is None else event.step, event.value
+            )
+
+    def export_scalars_to_json(self, path: str | os.PathLike[str]) -> None:
+        """tensorboardX's export: write to `path` every value `add_scalars` logged since the last
+        export, as `{"<logdir>/<main_tag>/<tag>": [[timestamp, step, value], ...], ...}` (step
+        null where no global_step was given), the JSON text tensorboardX writes; then forget
+        them. Values wait in a temporary file, not in memory: a long run's record costs 29 bytes
+        a value of disk. `add_scalar` values are not in it, as in tensorboardX."""
+        self._record.export(path)
 
     def add_histogram(
         self,
@@ -752,6 +765,17 @@ class SummaryWriter:
         fields = embedding_fields(mat, metadata, label_img, metadata_header)
         self._publish(Embedding(tag, step, **fields, **self._fields(None)))
 
+    def add_tensor(self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None) -> None:
+        """Log a whole tensor (torch's add_tensor): its values, dtype and shape, as a Tensor event
+        the TensorBoard sink writes as torch does (plugin "tensor", TensorBoard's TIME SERIES and
+        `EventAccumulator.Tensors`). Every dtype torch writes: float16, bfloat16, float32/64,
+        int8/16/32/64, uint8, bool, complex64/128; others are refused (InvalidEvent, a
+        ValueError, as torch's ValueError). A torch tensor or a numpy array, at most 64 MiB."""
+        step = self._begin(global_step)
+        if step is None:
+            return
+        self._publish(Tensor(tag, step, **tensor_fields(tensor), **self._fields(walltime)))
+
     def add_graph(
         self, model: Any, input_to_model: Any = None, verbose: bool = False, use_strict_trace: bool = True
     ) -> None:
@@ -774,10 +798,3 @@ class SummaryWriter:
         if self._closed:
             self._reopen()
         self._publish(Graph(openvino_graph(xmlname), step=self._default_step, **self._fields(None)))
-
-    # ---- not supported: fail loudly, say what to use instead ----
-
-    add_tensor = _unsupported("add_tensor", "log scalars or a histogram of the tensor instead")
-    export_scalars_to_json = _unsupported(
-        "export_scalars_to_json", "add a JsonlSink or CsvSink to writer.logger; nothing is kept in memory here"
-    )

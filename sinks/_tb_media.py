@@ -1,6 +1,7 @@
 """TensorBoard records for the media and one-off events, built with tensorboardX's summary code.
 
-`media_summary` gives the Summary of an Audio, Video, PrCurve or Mesh event; `graph_events` the
+`media_summary` gives the Summary of an Audio, Video, PrCurve or Mesh event; `tensor_summary` the
+Summary of a Tensor, field for field as torch's `add_tensor` writes it; `graph_events` the
 Event protobufs of a Graph; `write_projector` the PROJECTOR files of an Embedding, laid out as
 tensorboardX's `add_embedding` lays them out. The TensorBoard sink calls these off the training
 thread (in its worker process by default).
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bus import Audio, Embedding, Graph, Mesh, PrCurve, Video
+from bus import Audio, Embedding, Graph, Mesh, PrCurve, Tensor, Video
 
 from ._audio import encode_wav
 from ._png import encode_png
@@ -22,7 +23,7 @@ from ._video import encode_gif
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["graph_events", "media_summary", "projector_subdir", "write_projector"]
+__all__ = ["graph_events", "media_summary", "projector_subdir", "tensor_summary", "write_projector"]
 
 
 def media_summary(event: Audio | Video | PrCurve | Mesh) -> Any:
@@ -55,6 +56,75 @@ def media_summary(event: Audio | Video | PrCurve | Mesh) -> Any:
 
             parts = [_mesh_part(event, part) for part in ("vertices", "colors", "faces")]
             return mesh(name, *parts, json.loads(event.config))
+
+
+# torch's _TENSOR_TYPE_MAP: a dtype's TensorProto dtype, the field its values go in, and how the
+# raw bytes are read for that field (half floats: as torch's half_to_int, the bits of the value
+# as a float32; complex: real and imaginary parts, interleaved as they are in memory).
+_TENSOR_FIELDS = {
+    "float16": ("DT_HALF", "half_val", "<f2"),
+    "bfloat16": ("DT_BFLOAT16", "half_val", "bfloat16"),
+    "float32": ("DT_FLOAT", "float_val", "<f4"),
+    "float64": ("DT_DOUBLE", "double_val", "<f8"),
+    "int8": ("DT_INT8", "int_val", "<i1"),
+    "uint8": ("DT_UINT8", "uint32_val", "<u1"),
+    "int16": ("DT_INT16", "int_val", "<i2"),
+    "int32": ("DT_INT32", "int_val", "<i4"),
+    "int64": ("DT_INT64", "int64_val", "<i8"),
+    "bool": ("DT_BOOL", "bool_val", "?"),
+    "complex64": ("DT_COMPLEX64", "scomplex_val", "<f4"),
+    "complex128": ("DT_COMPLEX128", "dcomplex_val", "<f8"),
+}
+_UINT32_VAL = 16  # TensorProto.uint32_val: torch writes uint8 there; tensorboardX's proto lacks it
+
+
+def tensor_summary(event: Tensor) -> Any:
+    """The Summary torch's `add_tensor` writes: plugin "tensor", a TensorProto of the event's
+    dtype and shape with the values in the field torch puts them in."""
+    import numpy as np
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboardX.proto.tensor_pb2 import TensorProto
+    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+    dtype, field, layout = _TENSOR_FIELDS[event.dtype]
+    shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=size) for size in event.shape])
+    if layout == "bfloat16":  # a bfloat16 is the top half of a float32
+        values = (np.frombuffer(event.data, "<u2").astype("<u4") << 16).view("<f4")
+    else:
+        values = np.frombuffer(event.data, layout)
+    if field == "half_val":  # torch: struct.pack("f", float(x)) read back as an int32
+        with np.errstate(invalid="ignore"):  # NaNs go through as NaNs, as in torch
+            values = values.astype("<f8").astype("<f4").view("<i4")
+    if field == "uint32_val":
+        proto = TensorProto.FromString(
+            TensorProto(dtype=dtype, tensor_shape=shape).SerializeToString() + _packed_varints(_UINT32_VAL, values)
+        )
+    else:
+        proto = TensorProto(dtype=dtype, tensor_shape=shape, **{field: values.tolist()})
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="tensor"))
+    return Summary(value=[Summary.Value(tag=event.name, metadata=metadata, tensor=proto)])
+
+
+def _packed_varints(number: int, values: np.ndarray) -> bytes:
+    """A packed repeated varint field of bytes (0-255): one varint byte below 128, two from it."""
+    import numpy as np
+
+    if not values.size:
+        return b""
+    flat = values.astype("<u2").ravel()
+    high = flat >= 0x80
+    pairs = np.stack([np.where(high, flat & 0x7F | 0x80, flat), flat >> 7], axis=1).astype("u1")
+    body = pairs[np.stack([np.ones_like(high), high], axis=1)].tobytes()
+    return _varint(number << 3 | 2) + _varint(len(body)) + body
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _mesh_part(event: Mesh, part: str) -> np.ndarray | None:

@@ -42,6 +42,7 @@ from bus import (
     RunSummary,
     Scalar,
     Sink,
+    Tensor,
     Text,
     Video,
     check_folder,
@@ -49,7 +50,7 @@ from bus import (
 
 from ._open_set import OpenSet
 from ._png import encode_png
-from ._tb_media import graph_events, media_summary, write_projector
+from ._tb_media import graph_events, media_summary, tensor_summary, write_projector
 
 __all__ = ["MAX_OPEN_RUNS", "TensorBoardSink", "encode_record"]
 
@@ -346,6 +347,8 @@ class TensorBoardSink(Sink):
                 return []
             case Audio() | Video() | PrCurve() | Mesh():
                 summaries = [media_summary(event)]
+            case Tensor():
+                summaries = [tensor_summary(event)]
             case Graph():
                 return [e.SerializeToString() for e in graph_events(event)]
             case Embedding():  # files beside the run's event file, as tensorboardX writes them

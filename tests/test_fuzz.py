@@ -30,9 +30,11 @@ from PIL import Image as PILImage
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboardX.summary import custom_scalars
+from torch.utils.tensorboard.summary import tensor_proto
 
 from bus import (
     DEFAULT_ORIGIN,
+    TENSOR_DTYPES,
     Audio,
     ChartLayout,
     Context,
@@ -50,6 +52,7 @@ from bus import (
     PrCurve,
     Scalar,
     SinkState,
+    Tensor,
     Text,
     Video,
 )
@@ -341,6 +344,39 @@ hostile_embeddings = st.one_of(
 graphs = st.fixed_dictionaries({"graph_def": st.binary(min_size=1, max_size=20), "run_metadata": st.binary(max_size=8)})
 hostile_graphs = st.fixed_dictionaries({"graph_def": st.one_of(st.just(b""), junk)})
 
+
+def tensor_data(dtype: str, shape: tuple[int, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    """A Tensor's fields: any bytes of its size (a bool's are 0 or 1), the shape as a list or a tuple."""
+    count = math.prod(shape)
+    data = st.lists(st.sampled_from([0, 1]), min_size=count, max_size=count).map(bytes)
+    if dtype != "bool":
+        data = sized(TENSOR_DTYPES[dtype] * count)
+    return st.fixed_dictionaries(
+        {"data": data, "dtype": st.just(dtype), "shape": st.sampled_from([shape, list(shape)])}
+    )
+
+
+TENSOR_SHAPES = [(), (0,), (3,), (2, 2), (1, 0, 2), (2, 1, 1, 2)]
+tensor_events = st.tuples(st.sampled_from(list(TENSOR_DTYPES)), st.sampled_from(TENSOR_SHAPES)).flatmap(
+    lambda s: tensor_data(*s)
+)
+hostile_tensor_events = st.one_of(
+    st.fixed_dictionaries({"data": st.binary(max_size=9), "dtype": st.just("float32"), "shape": st.just((2,))}),
+    st.fixed_dictionaries(
+        {"data": st.just(bytes(4)), "dtype": st.one_of(st.sampled_from(["uint16", "float", "torch.int32"]), junk)}
+    ),
+    st.fixed_dictionaries(
+        {
+            "data": st.just(bytes(4)),
+            "dtype": st.just("int32"),
+            "shape": st.one_of(junk, st.sampled_from([(-1,), (1,) * 65, (2**62, 2**62), "1"])),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"data": st.sampled_from([b"\x02", b"\xff"]), "dtype": st.just("bool"), "shape": st.just((1,))}
+    ),
+)
+
 Strategies = dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]]
 """Per constructor argument: (legal values, hostile values)."""
 
@@ -382,6 +418,11 @@ FIELDS: dict[type[Event], Strategies] = {
         "data": (embeddings, hostile_embeddings),
     },
     Graph: {"step": (steps, hostile_steps), "data": (graphs, hostile_graphs)},
+    Tensor: {
+        "name": (names, hostile_names),
+        "step": (steps, hostile_steps),
+        "data": (tensor_events, hostile_tensor_events),
+    },
 }
 COMMON: Strategies = {"wall_time": (wall_times, hostile_wall_times), "context": (contexts, hostile_contexts)}
 
@@ -554,7 +595,7 @@ def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
         acc = EventAccumulator(str(run), size_guidance=EVERYTHING)
         acc.Reload()
         scalars: dict[str, list[tuple[int, float, str]]] = {}
-        tensors: dict[str, list[tuple[int, float, list[Any]]]] = {}
+        tensors: dict[str, list[tuple[int, float, Any]]] = {}
         histograms: dict[str, list[Histogram]] = {}
         pictures: dict[str, list[Image | Video]] = {}
         sounds: dict[str, list[Audio]] = {}
@@ -577,14 +618,19 @@ def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
                 tensors.setdefault(LAYOUT_TAG, []).append((event.step, event.wall_time, list(layout_tensor.string_val)))
             for tag, payload in media_tensors(event).items():
                 tensors.setdefault(tag, []).append((event.step, event.wall_time, payload))
+            if isinstance(event, Tensor):
+                tensors.setdefault(event.name, []).append((event.step, event.wall_time, torch_tensor_proto(event)))
         tags = acc.Tags()
         assert sorted(tags["scalars"]) == sorted(scalars)
         for tag, expected in scalars.items():
             assert [(s.step, s.wall_time, repr(s.value)) for s in acc.Scalars(tag)] == expected
         assert sorted(tags["tensors"]) == sorted(tensors)
         for tag, expected_tensors in tensors.items():
-            got = [(t.step, t.wall_time, tensor_payload(t.tensor_proto)) for t in acc.Tensors(tag)]
-            assert got == expected_tensors
+            got = [(t.step, t.wall_time, t.tensor_proto) for t in acc.Tensors(tag)]
+            assert len(got) == len(expected_tensors)
+            for (step, wall_time, proto), expected_tensor in zip(got, expected_tensors, strict=True):
+                payload = proto if not isinstance(expected_tensor[2], list) else tensor_payload(proto)
+                assert (step, wall_time, payload) == expected_tensor
         assert sorted(tags["histograms"]) == sorted(histograms)
         for tag, expected_histograms in histograms.items():
             for got_histogram, event in zip(acc.Histograms(tag), expected_histograms, strict=True):
@@ -604,6 +650,18 @@ def check_tensorboard(logdir: Path, events: Sequence[Event]) -> None:
         hparams = [e for e in run_events if isinstance(e, Hparams)]
         if hparams:
             check_hparams(acc, hparams[0])
+
+
+def torch_tensor_proto(event: Tensor) -> Any:
+    """The TensorProto torch's writer makes of the tensor whose bytes the event holds."""
+    dtype = getattr(torch, event.dtype)
+    raw = torch.int16 if event.dtype == "bfloat16" else torch.bool if event.dtype == "bool" else dtype
+    flat = (
+        torch.frombuffer(bytearray(event.data), dtype=torch.uint8).view(raw)
+        if event.data
+        else torch.empty(0, dtype=raw)
+    )
+    return tensor_proto(event.name, flat.view(dtype).reshape(event.shape)).value[0].tensor
 
 
 def check_video(got: Any, event: Video) -> None:

@@ -1,4 +1,4 @@
-"""The media and one-off events (Audio, Video, PrCurve, Mesh, Embedding, Graph): validation at the
+"""The media and one-off events (Audio, Video, PrCurve, Mesh, Embedding, Graph, Tensor): validation at the
 call, the wire and JSONL round trips, and what each sink does with them (W&B and MLflow read back
 with their own readers; the sinks that take only measurements are not sent them)."""
 
@@ -27,6 +27,7 @@ from bus import (
     MetricBus,
     PrCurve,
     Scalar,
+    Tensor,
     Video,
     wire,
 )
@@ -78,6 +79,7 @@ def one_of_each() -> list[Event]:
             label_channels=1,
         ),
         Graph(b"\x0a\x03abc", run_metadata=b"\x12\x00"),
+        Tensor("weights", 6, data=np.array([[1.5, float("nan")]], "<f4").tobytes(), dtype="float32", shape=(1, 2)),
     ]
 
 
@@ -110,6 +112,10 @@ def test_every_new_kind_is_an_event_type_and_survives_the_wire_and_jsonl(tmp_pat
         (Mesh, {"vertices": bytes(12), "vertices_shape": (1, 1, 3), "config": "{not json"}, "config"),
         (Embedding, {"values": bytes(16), "rows": 1, "dims": 2, "metadata": ["a", "b"]}, "metadata"),
         (Embedding, {"values": bytes(16), "rows": 1, "dims": 2, "metadata": ["a\nb"]}, "metadata[0]"),
+        (Tensor, {"data": bytes(6), "dtype": "float32", "shape": (2,)}, "data"),
+        (Tensor, {"data": bytes(4), "dtype": "uint16", "shape": (2,)}, "dtype"),
+        (Tensor, {"data": bytes(4), "dtype": "int8", "shape": (2, -2)}, "shape[1]"),
+        (Tensor, {"data": b"\x00\x02", "dtype": "bool", "shape": (2,)}, "data"),
     ],
 )
 def test_a_malformed_media_event_is_refused_naming_its_field(kind: Any, arguments: dict[str, Any], field: str) -> None:
@@ -132,6 +138,8 @@ def test_writer_calls_with_bad_values_raise_invalid_event_at_the_call() -> None:
             lambda: writer.add_embedding(np.zeros((3, 2)), metadata=["only", "two"]),
             lambda: writer.add_embedding(np.zeros((2, 2)), label_img=np.zeros((2, 3, 4, 5))),  # not square
             lambda: writer.add_image_with_boxes("b", np.zeros((3, 8, 8)), np.zeros((2, 3))),
+            lambda: writer.add_tensor("t", np.zeros(3, np.uint16)),  # torch writes no uint16 tensor
+            lambda: writer.add_tensor("t", [1.0, 2.0]),
         ]
         for call in bad_calls:
             with pytest.raises(InvalidEvent):

@@ -144,22 +144,15 @@ def test_default_logdir_is_tensorboardxs(tmp_path: Path, monkeypatch: pytest.Mon
     assert list(Path(w.get_logdir()).glob("events.out.tfevents.*"))
 
 
-UNSUPPORTED = ["add_tensor", "export_scalars_to_json"]  # torch's add_tensor; a method that needs values kept
+def test_every_public_method_of_tensorboardx_and_torch_is_there_and_none_is_refused() -> None:
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
 
-
-@pytest.mark.parametrize("method", UNSUPPORTED)
-def test_unsupported_methods_fail_loudly_and_name_an_alternative(method: str) -> None:
-    with MetricLogger() as log:
-        writer = SummaryWriter(logger=log)
-        with pytest.raises(NotImplementedError, match=rf"SummaryWriter\.{method} is not supported.*; \w+"):
-            getattr(writer, method)("tag", None)
-
-
-def test_every_public_tensorboardx_method_is_there_and_only_one_is_refused() -> None:
-    theirs = {m for m in dir(tensorboardX.SummaryWriter) if not m.startswith("_")}
-    assert theirs <= {m for m in dir(SummaryWriter) if not m.startswith("_")}
-    refused = {m for m in theirs if "NotImplementedError" in (getattr(SummaryWriter, m).__doc__ or "")}
-    assert refused == {"export_scalars_to_json"}
+    ours = {m for m in dir(SummaryWriter) if not m.startswith("_")}
+    for peer in (tensorboardX.SummaryWriter, TorchWriter):
+        theirs = {m for m in dir(peer) if not m.startswith("_")}
+        assert theirs <= ours, peer
+    refused = {m for m in ours if "NotImplementedError" in (getattr(SummaryWriter, m).__doc__ or "")}
+    assert refused == set()
 
 
 def test_use_metadata_sets_the_step_and_walltime_of_calls_without_them() -> None:

@@ -163,3 +163,105 @@ def test_late_writes_to_a_deleted_logdir_do_not_make_it_again(tmp_path: Path) ->
         ours = _late_writes("from producers import SummaryWriter", tmp_path / calls, calls)
         assert ours.returncode == 0, ours.stderr
         assert not (tmp_path / calls).exists(), sorted(p.name for p in (tmp_path / calls).rglob("*"))
+
+
+#: Every dtype torch's add_tensor is given here; it writes the first twelve and refuses the rest.
+TENSOR_DTYPES = [
+    *(torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool, torch.uint8),
+    *(torch.int8, torch.int16, torch.int32, torch.int64, torch.complex64, torch.complex128),
+    *(torch.complex32, torch.uint16, torch.uint32, torch.uint64, torch.float8_e4m3fn),
+]
+#: Values a dtype rounds, wraps or saturates differently; NaN, ±inf and -0.0 for the floats.
+AWKWARD = [[-2.5, -1.0, 0.0, 1.0, 200.0, 3e4], [float("nan"), float("inf"), -float("inf"), -0.0, 1e-8, 255.0]]
+
+
+def _tensor_calls(writer: Any, dtype: torch.dtype) -> str:
+    """add_tensor with a 2x3 tensor, a 0-d one, an empty one and a transposed view, of `dtype`:
+    "ok" or the kind of exception it raised."""
+    values = torch.tensor(AWKWARD)
+    if dtype.is_complex:
+        values = values + 0.5j * values.flip(0)
+    try:
+        writer.add_tensor("t", values.to(dtype), 3)
+        writer.add_tensor("zero_d", values[0, 1].to(dtype), 4, walltime=1234.5)
+        writer.add_tensor("empty", values[:0].to(dtype), 5)
+        writer.add_tensor("view", values.to(dtype).t(), 6)
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+@pytest.mark.parametrize("dtype", TENSOR_DTYPES, ids=[str(d).removeprefix("torch.") for d in TENSOR_DTYPES])
+def test_add_tensor_writes_the_tensor_proto_torch_writes(tmp_path: Path, dtype: torch.dtype) -> None:
+    """TensorBoard reads back the same TensorProto (dtype, shape, the values in the same field)
+    for every dtype torch writes, at the same steps and wall times; a dtype torch refuses is
+    refused with a ValueError, as there."""
+    with TorchWriter(str(tmp_path / "torch")) as theirs:
+        torch_outcome = _tensor_calls(theirs, dtype)
+    with SummaryWriter(str(tmp_path / "ours")) as ours:
+        our_outcome = _tensor_calls(ours, dtype)
+    if torch_outcome != "ok":
+        assert torch_outcome == "ValueError" and our_outcome == "InvalidEvent"  # InvalidEvent is a ValueError
+        assert not _read(tmp_path / "ours").Tags()["tensors"]
+        return
+    assert our_outcome == "ok"
+    real, mine = _read(tmp_path / "torch"), _read(tmp_path / "ours")
+    assert sorted(mine.Tags()["tensors"]) == sorted(real.Tags()["tensors"]) == ["empty", "t", "view", "zero_d"]
+    for tag in ("t", "zero_d", "empty", "view"):
+        (r,), (m,) = real.Tensors(tag), mine.Tensors(tag)
+        assert m.step == r.step
+        assert m.tensor_proto == r.tensor_proto, tag  # dtype, shape and every value, NaN payloads included
+        assert mine.SummaryMetadata(tag) == real.SummaryMetadata(tag)  # plugin "tensor"
+    assert [e.wall_time for e in mine.Tensors("zero_d")] == [1234.5]
+    if dtype not in (torch.float16, torch.bfloat16, torch.uint8):  # torch writes these as make_ndarray cannot read
+        got = tensor_util.make_ndarray(mine.Tensors("t")[0].tensor_proto)
+        expected = values_of(dtype)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert np.array_equal(got, expected, equal_nan=dtype != torch.bool)
+
+
+def values_of(dtype: torch.dtype) -> np.ndarray:
+    values = torch.tensor(AWKWARD)
+    if dtype.is_complex:
+        values = values + 0.5j * values.flip(0)
+    return values.to(dtype).numpy()
+
+
+def test_add_tensor_takes_numpy_arrays_and_refuses_other_values(tmp_path: Path) -> None:
+    with SummaryWriter(str(tmp_path)) as writer:
+        writer.add_tensor("array", np.arange(6, dtype=">i4").reshape(2, 3), 1)  # big-endian: read as its values
+        for value in ([1, 2, 3], np.zeros(2, np.uint16), "text"):
+            with pytest.raises(ValueError):
+                writer.add_tensor("bad", value, 2)
+    (event,) = _read(tmp_path).Tensors("array")
+    got = tensor_util.make_ndarray(event.tensor_proto)
+    assert got.dtype == np.int32 and got.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_replay_reads_torchs_tensor_summaries_back_into_tensor_events(tmp_path: Path) -> None:
+    """`metricbus replay` of a logdir torch's writer wrote: each add_tensor call comes back as a
+    Tensor event holding that tensor's bytes, dtype and shape; written again by the TensorBoard
+    sink, TensorBoard reads the same TensorProtos as from torch's files."""
+    from producers._replay import replay
+    from sinks import MemorySink, TensorBoardSink
+
+    tensors = {}
+    with TorchWriter(str(tmp_path / "torch")) as theirs:
+        for dtype in TENSOR_DTYPES[:12]:
+            name = str(dtype).removeprefix("torch.")
+            tensors[name] = (
+                torch.from_numpy(values_of(dtype)) if dtype != torch.bfloat16 else torch.tensor(AWKWARD).to(dtype)
+            )
+            theirs.add_tensor(name, tensors[name], 2)
+    memory = MemorySink()
+    stats = replay([tmp_path / "torch"], [(memory, {"isolate": "none"}), TensorBoardSink(tmp_path / "copy")])
+    assert stats.ok and stats.bad == 0 and stats.sources[0].skipped == {}
+    got = {e.name: e for e in memory.events}
+    assert sorted(got) == sorted(tensors)
+    for name, tensor in tensors.items():
+        raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+        assert (got[name].dtype, got[name].shape, got[name].step) == (name, tuple(tensor.shape), 2)
+        assert got[name].data == raw.numpy().tobytes(), name
+    real, copy = _read(tmp_path / "torch"), _read(tmp_path / "copy")
+    for name in tensors:
+        assert copy.Tensors(name)[0].tensor_proto == real.Tensors(name)[0].tensor_proto, name
