@@ -199,6 +199,8 @@ class SummaryWriter:
         self._freq = None if log_freq is None else LogFrequency.parse(log_freq)
         self._write_to_disk = write_to_disk
         self._filename_suffix = filename_suffix
+        if write_to_disk and logger is None:  # the logdir exists once the writer does, as with tensorboardX
+            Path(self.logdir).mkdir(parents=True, exist_ok=True)
         if purge_step is not None and write_to_disk:
             _write_purge_record(Path(self.logdir), as_step(purge_step, "purge_step"), filename_suffix)
         self._owned = logger is None
