@@ -10,7 +10,9 @@
 
 Each contender runs in its own interpreter; rounds alternate contenders and medians are kept.
 
-    python benchmarks/bench_pipeline.py [--values 1000000] [--rounds 3]
+    python benchmarks/bench_pipeline.py [--values 1000000] [--rounds 3] [--repo OTHER_CHECKOUT]
+
+`--repo` adds that checkout's metricbus (an earlier commit, say) as a contender in the same rounds.
 """
 
 from __future__ import annotations
@@ -72,14 +74,14 @@ print({"wall": wall, "trainer": me.ru_utime + me.ru_stime, "hosts": 0.0, "droppe
 """
 
 
-def run(code: str, *args: str) -> dict[str, float]:
+def run(code: str, *args: str, root: Path = ROOT) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code), out, *args],
             capture_output=True,
             text=True,
-            cwd=ROOT,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            cwd=root,
+            env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
             check=True,
         )
     result: dict[str, float] = eval(done.stdout.strip().splitlines()[-1])  # our own child's dict
@@ -94,17 +96,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--values", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repo", type=Path, help="another checkout to measure next to this one")
     args = parser.parse_args()
     n = args.values
     cpu: dict[str, list[dict[str, float]]] = {"metricbus": [], "metricbus_csv_jsonl": [], "direct": []}
+    if args.repo is not None:
+        cpu["other_checkout"] = []
     threads: dict[int, list[dict[str, float]]] = {1: [], 2: [], 4: []}
     for _ in range(args.rounds):  # interleaved: a slow minute of the machine hits every contender
         cpu["metricbus"].append(run(METRICBUS, str(n), "1", "tb"))
         cpu["metricbus_csv_jsonl"].append(run(METRICBUS, str(n), "1", "no-tb"))
         cpu["direct"].append(run(DIRECT, str(n)))
+        if args.repo is not None:
+            cpu["other_checkout"].append(run(METRICBUS, str(n), "1", "tb", root=args.repo.resolve()))
         for k in threads:
             threads[k].append(run(METRICBUS, str(n), str(k), "no-tb"))
     report: dict[str, Any] = {"values": n, "rounds": args.rounds, "cpu": {}, "threads": {}}
+    if args.repo is not None:
+        report["other_checkout"] = str(args.repo)
     base = median(cpu["direct"], "trainer") / n * 1e6
     for name, rows in cpu.items():
         total = statistics.median((r["trainer"] + r["hosts"]) for r in rows) / n * 1e6
