@@ -26,6 +26,7 @@ import gc
 import logging
 import os
 import pickle
+import shutil
 import signal
 import sys
 import time
@@ -427,6 +428,8 @@ def main() -> None:
         log.exception("sink host failed")
         raise
     finally:
+        if os.getppid() != hello.parent:  # the trainer is gone: nobody reads its state any more
+            shutil.rmtree(hello.state_dir, ignore_errors=True)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)  # sink threads a hung sink left behind must not hold the exit
