@@ -18,7 +18,6 @@ CSV file plus events saved for `metricbus replay`, against steps logged.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import write_result  # noqa: E402
 
 PRELUDE = """
 import csv, os, re, resource, signal, sys, time
@@ -171,8 +173,40 @@ def main() -> None:
         "host_frozen_flat_out": run(FROZEN_FLAT_OUT),
         "mistakes": run(MISTAKES),
     }
-    print(json.dumps(report, indent=2))
-    (ROOT / "benchmarks" / "results" / "one_account.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result("one_account", as_rows(report))
+
+
+def as_rows(report: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report as the rows every benchmark writes (benchmarks/_common.py)."""
+    given, frozen, flat, mistakes = (
+        report[k] for k in ("host_given_up", "host_frozen_at_close", "host_frozen_flat_out", "mistakes")
+    )
+    return [
+        {
+            "what": "host given up on: events accounted (written + saved) / logged",
+            "value": given["accounted"] / given["logged"],
+            "unit": "share",
+            **given,
+        },
+        {
+            "what": "host frozen until close(), shutdown_timeout=10: close()",
+            "value": frozen["close_s"],
+            "unit": "s",
+            **frozen,
+        },
+        {
+            "what": "host frozen, 2M values flat out: trainer peak RSS growth",
+            "value": flat["peak_rss_growth_mib"],
+            "unit": "MiB",
+            **flat,
+        },
+        {"what": "a CSV path under a file: InvalidConfig after", "value": mistakes["mistake_ms"], "unit": "ms"},
+        {
+            "what": "a second process on the same CSV: InvalidConfig after",
+            "value": mistakes["second_process_ms"],
+            "unit": "ms",
+        },
+    ]
 
 
 if __name__ == "__main__":

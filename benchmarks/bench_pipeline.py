@@ -18,7 +18,6 @@ Each contender runs in its own interpreter; rounds alternate contenders and medi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import write_result  # noqa: E402
 
 METRICBUS = """
 import resource, sys, threading, time
@@ -131,8 +133,31 @@ def main() -> None:
             "ratio_to_one_thread": round(median(rows, "wall") / one, 2),
             "dropped": max(r["dropped"] for r in rows),
         }
-    print(json.dumps(report, indent=2))
-    (ROOT / "benchmarks" / "results" / "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result("pipeline", as_rows(report))
+
+
+def as_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report as the rows every benchmark writes (benchmarks/_common.py)."""
+    labels = {
+        "metricbus": "CPU per value, trainer + hosts: CSV + JSONL + TensorBoard",
+        "metricbus_csv_jsonl": "CPU per value, trainer + hosts: CSV + JSONL",
+        "direct": "CPU per value: csv.writer + msgspec JSON lines, one process",
+        "other_checkout": f"CPU per value, CSV + JSONL + TB, {report.get('other_checkout')}",
+    }
+    rows: list[dict[str, Any]] = [
+        {"what": labels[name], "value": cpu.pop("cpu_us_per_value"), "unit": "us/value", **cpu}
+        for name, cpu in report["cpu"].items()
+    ]
+    rows += [
+        {
+            "what": f"{report['values']:,} log.scalar from {k} thread(s), CSV + JSONL",
+            "value": t.pop("wall_s"),
+            "unit": "s",
+            **t,
+        }
+        for k, t in report["threads"].items()
+    ]
+    return rows
 
 
 if __name__ == "__main__":
