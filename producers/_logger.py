@@ -452,7 +452,6 @@ class MetricLogger:
                 local = self._local_bus()
                 name = local.call(lambda: local.bus.add_sink(sink, name=name, config=config, isolate="none"))
                 self._placed[name] = None
-                self._accepts[name] = None if sink.accepts is None else frozenset(sink.accepts)
             else:
                 key = _JOB if self._job is not None else "" if where == "host" else name
                 link = self._links.get(key)

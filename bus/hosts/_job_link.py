@@ -20,7 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import msgspec
 
@@ -29,7 +28,7 @@ from .._rank_reduce import RankReduce, RankStats
 from .._stats import SinkStats
 from ..wire import Op
 from ._job import Job, attach, peer_pid, run_dir
-from ._link import HostLink, host_budget
+from ._link import HostLink, host_budget, host_command
 from ._messages import JobHello, RankHello
 from ._pump import Pump
 
@@ -37,8 +36,6 @@ __all__ = ["JobLink"]
 
 log = logging.getLogger("metricbus")
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_JOB_HOST_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from bus.hosts._job_host import main; main()"
 _stats_decoder = msgspec.msgpack.Decoder(tuple[int, dict[str, SinkStats], RankStats | None])
 
 
@@ -122,7 +119,7 @@ class JobLink(HostLink):
             linger=self.linger,
         )
         proc = subprocess.Popen(
-            [sys.executable, "-c", _JOB_HOST_MAIN],
+            host_command("_job_host"),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             close_fds=True,
@@ -145,12 +142,7 @@ class JobLink(HostLink):
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _take_snapshot(self) -> None:
-        body, self._snapshot_body = self._snapshot_body, None
-        if body is None:
-            return
-        self.received, self.snapshot, self.rank_stats = _stats_decoder.decode(body)
-        for entry in self.outbox.retained:
-            if entry.seq > self.received:
-                break
-            entry.items = None
+    def _decode_snapshot(self, body: bytes) -> tuple[int, dict[str, SinkStats]]:
+        """The job host's snapshot also carries its reducer's stats."""
+        received, snapshot, self.rank_stats = _stats_decoder.decode(body)
+        return received, snapshot

@@ -56,10 +56,20 @@ RESTART_WINDOW = 60.0
 _NOT_CLOSED = "the sink host did not close within the shutdown timeout (killed)"
 PIPE_SIZE = 1 << 20  # ask the kernel for a 1 MiB pipe: a ship rarely waits for the host
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-# `python -m bus.hosts._main` would put the current directory first on the path: a folder named `bus`
-# there would be imported instead. The host runs in the trainer's directory (sinks hold relative
-# paths), so it imports this very package explicitly.
-_HOST_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from bus.hosts._main import main; main()"
+
+
+def host_command(module: str) -> list[str]:
+    """The command that runs `bus.hosts.<module>.main()` in a new interpreter. (`python -m` would
+    put the current directory first on the path, and a folder named `bus` there would be imported
+    instead; a host runs in the trainer's directory, where sinks' relative paths point, so it
+    imports this very package explicitly.)"""
+    return [
+        sys.executable,
+        "-c",
+        f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from bus.hosts.{module} import main; main()",
+    ]
+
+
 _stats_decoder = msgspec.msgpack.Decoder(tuple[int, dict[str, SinkStats]])
 
 
@@ -263,7 +273,7 @@ class HostLink:
         control_r, control_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _HOST_MAIN],
+                host_command("_main"),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
@@ -432,11 +442,15 @@ class HostLink:
         body, self._snapshot_body = self._snapshot_body, None
         if body is None:
             return
-        self.received, self.snapshot = _stats_decoder.decode(body)
+        self.received, self.snapshot = self._decode_snapshot(body)
         for entry in self.outbox.retained:  # what the host has, its snapshot counts
             if entry.seq > self.received:
                 break
             entry.items = None
+
+    def _decode_snapshot(self, body: bytes) -> tuple[int, dict[str, SinkStats]]:
+        """A snapshot's body: the last batch it counts, and every sink's stats."""
+        return _stats_decoder.decode(body)
 
     def _sink_stats(self, name: str, sink: _Sink, held: int) -> SinkStats:
         base = self.snapshot.get(name)
