@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.ranks_child import REDUCE, count_collectives, values  # noqa: E402
+from tests.ranks_child import REDUCE, all_reduced, count_collectives, values  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,6 @@ def main() -> None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     counts: dict[str, int] = {}
     if args.dist:
-        import torch
         import torch.distributed as dist
 
         counts, own = count_collectives()  # before metricbus is imported
@@ -67,14 +66,7 @@ def main() -> None:
         mine = values(rank, step)
         log.scalars(dict(zip(names, mine, strict=True)), step)
         if args.dist:
-            tensor = torch.tensor(mine, dtype=torch.float32)
-            reduced = {}
-            for op in ("sum", "min", "max"):
-                t = tensor.clone()
-                own["all_reduce"](t, op=getattr(dist.ReduceOp, op.upper()))
-                reduced[op] = t.tolist()
-            reduced["mean"] = [v / world for v in reduced["sum"]]
-            expect[str(step)] = {n: reduced[REDUCE[n]][i] for i, n in enumerate(names)}
+            expect[str(step)] = all_reduced(mine, own["all_reduce"], world)
         if args.pause:
             time.sleep(args.pause)
     start = time.monotonic()

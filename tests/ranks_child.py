@@ -55,6 +55,22 @@ def values(rank: int, step: int) -> list[float]:
     return [float(v) for v in np.asarray(raw, dtype=np.float32)]
 
 
+def all_reduced(mine: list[float], all_reduce: Any, world: int) -> dict[str, float]:
+    """What `torch.distributed.all_reduce` makes of this rank's values of a step, per name, with
+    each name's reduction (SUM, MIN, MAX; the mean as SUM / world size: gloo has no AVG)."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(mine, dtype=torch.float32)
+    reduced = {}
+    for op in ("sum", "min", "max"):
+        t = tensor.clone()
+        all_reduce(t, op=getattr(dist.ReduceOp, op.upper()))
+        reduced[op] = t.tolist()
+    reduced["mean"] = [v / world for v in reduced["sum"]]
+    return {f"v{i}": reduced[REDUCE[f"v{i}"]][i] for i in range(len(mine))}
+
+
 def count_collectives() -> tuple[dict[str, int], dict[str, Any]]:
     """Wrap every collective of torch.distributed with a counter; returns (counts, originals)."""
     import torch.distributed as dist
@@ -88,7 +104,6 @@ def main() -> None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     counts: dict[str, int] = {}
     if args.dist:
-        import torch
         import torch.distributed as dist
 
         counts, own = count_collectives()  # before metricbus is imported
@@ -110,14 +125,7 @@ def main() -> None:
         mine = values(rank, step)
         log.scalars(dict(zip(names, mine, strict=True)), step)
         if args.dist:
-            tensor = torch.tensor(mine, dtype=torch.float32)
-            reduced = {}
-            for op in ("sum", "min", "max"):
-                t = tensor.clone()
-                own["all_reduce"](t, op=getattr(dist.ReduceOp, op.upper()))
-                reduced[op] = t.tolist()
-            reduced["mean"] = [v / world for v in reduced["sum"]]
-            expect[str(step)] = {n: reduced[REDUCE[n]][i] for i, n in enumerate(names)}
+            expect[str(step)] = all_reduced(mine, own["all_reduce"], world)
         if args.pause:
             time.sleep(args.pause)
     log.close()

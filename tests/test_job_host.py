@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -24,13 +23,11 @@ from bus.hosts import job_from_env
 from producers import MetricLogger
 from sinks import MemorySink, read_jsonl
 from tests.helpers import wait_until_sync
-from tests.ranks_child import REDUCE, values
+from tests.rank_checks import NAMES, TORCHRUN, go, rank_rows, reap, want
+from tests.ranks_child import values
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).with_name("job_child.py")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-NAMES = [f"v{i}" for i in range(10)]
-NUMPY = {"mean": np.mean, "sum": np.sum, "min": np.min, "max": np.max}
 LAUNCHER = ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,11 +37,7 @@ _children: list[subprocess.Popen[bytes]] = []
 @pytest.fixture(autouse=True)
 def _no_child_left_behind() -> Iterator[None]:
     yield
-    while _children:
-        proc = _children.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    reap(_children)
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -60,18 +53,6 @@ def start_rank(out: Path, job: str, rank: int, steps: int, *, pause: float = 0.0
     err.close()
     _children.append(proc)
     return proc
-
-
-def go(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Let every rank open its logger at the same instant, once all are ready."""
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write(b"go\n")
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.close()
 
 
 def host_pid(where: str) -> int:
@@ -116,15 +97,6 @@ def job_rows(events: list[Any]) -> dict[int, dict[str, float]]:
         if isinstance(e, Metrics) and e.origin.rank is None:
             rows.setdefault(e.step, {}).update(e.values)
     return rows
-
-
-def rank_rows(events: list[Any]) -> dict[tuple[int, int], dict[str, float]]:
-    return {(e.origin.rank, e.step): e.values for e in events if isinstance(e, Metrics) and e.origin.rank is not None}
-
-
-def want(ranks: list[int], step: int) -> dict[str, float]:
-    table = np.array([values(r, step) for r in ranks])
-    return {name: float(NUMPY[REDUCE[name]](table[:, i])) for i, name in enumerate(NAMES)}
 
 
 def scalars(run: Path, tag: str) -> dict[int, float]:

@@ -12,22 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from bus import DEFAULT_ORIGIN, MISSING_METRIC, MetricBus, Metrics, RankReduce
 from producers import RedisSource
 from sinks import MemorySink, read_jsonl
 from tests.helpers import wait_until, wait_until_sync
-from tests.ranks_child import REDUCE, values
+from tests.rank_checks import NAMES, TORCHRUN, go, rank_rows, reap, want
+from tests.ranks_child import REDUCE
 from tests.redis_server import RedisServer
 from tests.test_redis import caught_up
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).with_name("ranks_child.py")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-NAMES = [f"v{i}" for i in range(10)]
-NUMPY = {"mean": np.mean, "sum": np.sum, "min": np.min, "max": np.max}
 pytestmark = pytest.mark.timeout(120)
 
 _children: list[subprocess.Popen[bytes]] = []
@@ -36,11 +33,7 @@ _children: list[subprocess.Popen[bytes]] = []
 @pytest.fixture(autouse=True)
 def _no_child_left_behind() -> Iterator[None]:
     yield
-    while _children:
-        proc = _children.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    reap(_children)
 
 
 @pytest.fixture
@@ -65,16 +58,6 @@ def start_rank(
     return proc
 
 
-def go(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Start every rank at once, when all are ready (a loaded machine starts them far apart)."""
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write(b"go\n")
-        p.stdin.close()
-
-
 def job_rows(events: list[Any]) -> dict[int, dict[str, float]]:
     """The job's own series (origin without rank) by step."""
     rows: dict[int, dict[str, float]] = {}
@@ -82,17 +65,6 @@ def job_rows(events: list[Any]) -> dict[int, dict[str, float]]:
         if isinstance(e, Metrics) and e.origin == DEFAULT_ORIGIN:
             rows.setdefault(e.step, {}).update(e.values)
     return rows
-
-
-def rank_rows(events: list[Any]) -> dict[tuple[int, int], dict[str, float]]:
-    """Each rank's own series by (rank, step)."""
-    return {(e.origin.rank, e.step): e.values for e in events if isinstance(e, Metrics) and e.origin.rank is not None}
-
-
-def want(ranks: list[int], step: int) -> dict[str, float]:
-    """numpy's reduction over `ranks` of each value at `step`, by the job's REDUCE."""
-    table = np.array([values(r, step) for r in ranks])
-    return {name: float(NUMPY[REDUCE[name]](table[:, i])) for i, name in enumerate(NAMES)}
 
 
 # ---- torchrun: 4 ranks, gloo, `metricbus aggregate` with the plan's [ranks] ----
