@@ -48,6 +48,13 @@ def on_disk(error):
     return written, saved
 def error_name(error):
     return next(iter(error.stats))
+def timed_close(log):  # seconds close() took, and the DeliveryError it raised (None: all delivered)
+    t = time.perf_counter()
+    try:
+        log.close()
+    except DeliveryError as exc:
+        return time.perf_counter() - t, exc
+    return time.perf_counter() - t, None
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -75,13 +82,7 @@ for _ in range(6):
     while time.monotonic() < deadline and log.stats()[name].state is not SinkState.FAILED and host_pid(log) == pid:
         time.sleep(0.01)
 after = run(100_000)
-t = time.perf_counter()
-error = None
-try:
-    log.close()
-except DeliveryError as exc:
-    error = exc
-close = time.perf_counter() - t
+close, error = timed_close(log)
 written, saved = on_disk(error)
 print({"steps_per_s_before": before[0], "steps_per_s_after": after[0], "trainer_cpu_us_per_value_before": before[1],
        "trainer_cpu_us_per_value_after": after[1], "close_s": close, "logged": step, "written": len(written),
@@ -97,13 +98,7 @@ pid = host_pid(log)
 os.kill(pid, signal.SIGSTOP)
 for i in range(100_000, 145_000):
     log.scalar("x", float(i), i)
-t = time.perf_counter()
-error = None
-try:
-    log.close()
-except DeliveryError as exc:
-    error = exc
-close = time.perf_counter() - t
+close, error = timed_close(log)
 written, saved = on_disk(error)
 print({"shutdown_timeout": 10.0, "close_s": close, "logged": 145_000, "written": len(written), "saved": len(saved),
        "accounted": len(written | saved), "written_and_saved": len(written & saved)})
