@@ -30,7 +30,6 @@ class DropReason(str, Enum):
     SHUTDOWN_TIMEOUT = "shutdown_timeout"  # still queued when the shutdown grace period ran out
     REJECTED = "rejected"  # the sink refused the event, or it failed on its own (why: last_error)
     SPOOL_FULL = "spool_full"  # a `spill` sink's spool reached its `spool_limit`
-    BLOCK_TIMEOUT = "block_timeout"  # a sync logger waited `block_timeout` for room, then let it go
 
 
 class SinkStats(msgspec.Struct, frozen=True):

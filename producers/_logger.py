@@ -103,10 +103,11 @@ class MetricLogger:
     built; `hparams` and `publish` are never skipped.
     What was logged is shipped every `poll_interval` seconds, by the logging call itself (or by
     the pump thread when the loop stops logging): a kill -9 of this process loses at most that.
-    When `pending_limit` events wait because the hosts are behind (only when a `block` sink is
-    full), logging waits up to `block_timeout` seconds; past that the overflow is dropped and
-    counted (reason "block_timeout", in every sink's stats) until the hosts catch up. With only
-    drop-policy sinks logging never waits; the overflow is counted as "full".
+    When `pending_limit` events wait because the hosts are behind (a full `block` sink, a frozen
+    host), logging waits up to `block_timeout` seconds (every logging thread with it); past that
+    it goes on, and what the hosts cannot take yet waits in each host's outbox (memory, then
+    disk) until they take it, or is saved with its replay command if they never do. With only
+    drop-policy sinks logging never waits; the overflow is dropped and counted as "full".
     A script that ends without `close()` (or `with`), by an exception, `sys.exit`, SIGTERM or
     Ctrl-C still drains: an exit hook closes every open logger, and reports on stderr what could
     not be delivered. The sink hosts outlive a crash of this process and write what they got.
