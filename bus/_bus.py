@@ -46,7 +46,9 @@ class MetricBus:
     Each sink gets its own bounded buffer and task, so a slow or failing sink never holds up
     another. Leaving the context drains every buffer within `shutdown_timeout` seconds and closes
     every sink; if a sink failed or lost events, a `DeliveryError` is raised then (unless
-    `raise_on_loss=False`, or the body is already raising).
+    `raise_on_loss=False`, or the body is already raising). The files its sinks write are locked
+    for this process from `add_sink` to close (`Sink.exclusive_paths`); `lock_files=False` is for
+    a bus whose sinks' files another process already holds (a sink host runs its trainer's sinks).
     """
 
     def __init__(
@@ -55,11 +57,13 @@ class MetricBus:
         *,
         shutdown_timeout: float = 10.0,
         raise_on_loss: bool = True,
+        lock_files: bool = True,
     ) -> None:
         if not shutdown_timeout > 0:
             raise InvalidConfig(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
         self.shutdown_timeout = shutdown_timeout
         self.raise_on_loss = raise_on_loss
+        self._lock_files = lock_files  # False: another process holds its sinks' file locks (a sink host's trainer)
         self._state = BusState.UNOPENED
         self._routes: list[Route] = []
         self._blocking: list[Route | LinkFeed] = []  # what publishers wait for when it is full
@@ -193,7 +197,7 @@ class MetricBus:
         if name in self.sink_names:
             raise SinkAlreadyAdded(f"a sink named {name!r} is already on the bus; pass name=... to add_sink")
         where, _ = place(sink, isolate, default="process" if sink.isolation == "process" else "none")
-        claim_sink(sink, self)
+        claim_sink(sink, self, lock_files=self._lock_files)
         if where != "none":
             self._add_hosted(name, sink, config, where)
             return name

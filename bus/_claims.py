@@ -35,7 +35,7 @@ def claim_sink(sink: Sink, owner: object, *, lock_files: bool = True) -> None:
                 f"this {type(sink).__name__} is already on another open bus (another MetricLogger?); "
                 "a sink object can feed one bus at a time"
             )
-    if lock_files and _file_locks.hold_locks and id(sink) not in _locks:
+    if lock_files and id(sink) not in _locks:
         _locks[id(sink)] = _lock_files(sink)
     try:
         sink_ref = weakref.ref(sink)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ._errors import InvalidConfig
 
-__all__ = ["MISTAKES", "RUNTIME_MISTAKES", "check_folder", "hold_locks", "lock_path"]
+__all__ = ["MISTAKES", "RUNTIME_MISTAKES", "check_folder", "lock_path"]
 
 #: errno values that say a path can never be written as given (not: not yet).
 MISTAKES = frozenset(
@@ -53,9 +53,6 @@ _WHY = {
     errno.EROFS: "the filesystem is read-only",
     errno.ENOENT: "its folder cannot be made there",
 }
-
-#: False in a sink host: the training process that started it holds its sinks' locks.
-hold_locks = True
 
 
 def lock_path(path: Path, sink_name: str) -> int | None:

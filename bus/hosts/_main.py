@@ -38,7 +38,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .. import _file_locks, wire
+from .. import wire
 from .._bus import MetricBus
 from .._errors import InvalidEvent
 from .._events import EVENT_TYPES, Event
@@ -109,7 +109,8 @@ class Host:
         self.hello = hello
         self.fd_in = fd_in
         self.replies = _Replies(fd_out)
-        self.bus = MetricBus(shutdown_timeout=hello.shutdown_timeout, raise_on_loss=False)
+        # the trainer holds its sinks' file locks: its `add_sink` took them
+        self.bus = MetricBus(shutdown_timeout=hello.shutdown_timeout, raise_on_loss=False, lock_files=False)
         self.progress = Progress(Path(hello.state_dir))
         self.resumed: dict[str, Counts] = self.progress.read() if hello.resume else {}
         self.received = 0  # the last batch received and handed to the routes
@@ -409,7 +410,6 @@ def main() -> None:
     if op != Op.HELLO:
         raise SystemExit(f"sink host: expected HELLO, got op {op}")
     hello = msgspec.msgpack.decode(body, type=Hello)
-    _file_locks.hold_locks = False  # the trainer holds its sinks' locks (`add_sink` took them there)
     # Every batch makes thousands of short-lived events (not tracked: gc=False) and rows; the
     # collector's default thresholds would walk the heap many times a second for nothing here.
     gc.freeze()
