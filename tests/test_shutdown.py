@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sinks import read_jsonl
@@ -85,8 +86,11 @@ def test_kill_9_leaves_files_that_parse_with_at_most_one_torn_line(tmp_path: Pat
     assert child.stdout.readline().strip() == "ready"
     jsonl, csv_file = tmp_path / "m.jsonl", tmp_path / "m.csv"
     wait_until_sync(lambda: all(f.exists() and f.stat().st_size > 100_000 for f in (jsonl, csv_file)))
+    hosts = psutil.Process(child.pid).children()  # the sink host outlives the trainer and writes what it got
     child.send_signal(signal.SIGKILL)
     child.wait(10)
+    _, alive = psutil.wait_procs(hosts, timeout=30)  # read the files once nothing writes them any more
+    assert not alive, f"sink hosts still running 30 s after the trainer died: {alive}"
 
     lines = jsonl.read_bytes().split(b"\n")
     whole, last = lines[:-1], lines[-1]
