@@ -24,7 +24,7 @@ from typing import Literal
 import msgspec
 
 from ._errors import InvalidConfig
-from ._events import Context, Event, Metrics, Origin
+from ._events import Context, Event, Metrics, Origin, Scalar
 from ._flatten import metric_items
 
 __all__ = ["RateLimit", "Reducer"]
@@ -96,11 +96,30 @@ class Reducer:
         for the whole batch (the time its windows last heard from their origins)."""
         out: list[Event] = []
         now = time.monotonic()
-        fold = self._fold
+        every, per_second, keep_last = self._every, self._per_second, self._reduce == "last"
+        origin: Origin | None = None  # the origin of the last event folded, and its open window
+        window: _Window | None = None
         for event in events:
+            # The common case, inline: a Scalar of the same origin object (events of one batch
+            # share it) into the window the last event went to.
+            if type(event) is Scalar and event.origin is origin and window is not None:
+                step = event.step
+                key = float(step // every) if every else float(math.floor(event.wall_time * per_second))
+                if key == window.key and step >= window.step:
+                    self.reduced += 1
+                    window.step, window.arrived = step, now
+                    window.stamps[step] = (event.wall_time, event.context)
+                    if keep_last:  # the default reduction, inline too (only a mean reads counts)
+                        window.values[event.name] = event.value
+                        window.last[event.name] = step
+                    else:
+                        self._merge(window, ((event.name, event.value),), step)
+                    continue
             items = metric_items(event)
             if items:
-                fold(event, items, now, out)
+                self._fold(event, items, now, out)
+                origin = event.origin
+                window = self._open.get(origin)
             else:
                 out.append(event)
         return out
@@ -136,6 +155,10 @@ class Reducer:
             self.reduced += 1
             window.step, window.arrived = step, now
         window.stamps[step] = (event.wall_time, event.context)
+        self._merge(window, values, step)
+
+    def _merge(self, window: _Window, values: Iterable[tuple[str, float]], step: int) -> None:
+        """Reduce values logged at `step` into the window's running reductions."""
         reduce, last, reduced = self._reduce, window.last, window.values
         for name, value in values:
             if name not in last:

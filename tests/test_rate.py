@@ -6,6 +6,7 @@ import math
 import time
 
 import hypothesis.strategies as st
+import msgspec
 import pytest
 from hypothesis import given
 
@@ -163,3 +164,41 @@ def test_every_row_value_sits_at_a_step_its_metric_was_logged_at(
             assert (name, row.step) in logged_at
             if reduce == "last":
                 assert math.floor(value) == row.step  # the value logged at that step, not another's
+
+
+_ORIGINS = [Origin(), Origin(rank=1)]
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> list[Scalar | Metrics]:
+    """Events of two origins (each one object, as in a decoded batch), steps mostly rising."""
+    events: list[Scalar | Metrics] = []
+    step, t = 0, T0
+    for _ in range(draw(st.integers(1, 60))):
+        step = max(0, step + draw(st.sampled_from([0, 0, 1, 1, 2, 7, -3])))
+        t += draw(st.sampled_from([0.0, 0.01, 0.3, 1.1]))
+        origin = draw(st.sampled_from(_ORIGINS))
+        value = draw(st.floats(allow_nan=True, allow_infinity=False, width=32))
+        if draw(st.booleans()):
+            events.append(Scalar(draw(st.sampled_from("ab")), value, step, wall_time=t, origin=origin))
+        else:
+            events.append(Metrics({"a": value, "c": -value}, step, wall_time=t, origin=origin))
+    return events
+
+
+@given(
+    _batches(),
+    st.sampled_from([RateLimit(every=3), RateLimit(per_second=2.0)]),
+    st.sampled_from(["last", "mean", "min", "max"]),
+)
+def test_a_batch_folds_into_the_same_rows_as_its_events_one_at_a_time(
+    events: list[Scalar | Metrics], limit: RateLimit, reduce: str
+) -> None:
+    """add_many has an inline path for a run of Scalars of one origin; it must agree with the
+    general path that each event takes alone."""
+    limit = RateLimit(every=limit.every, per_second=limit.per_second, reduce=reduce)  # type: ignore[arg-type]
+    batch, single = Reducer(limit), Reducer(limit)
+    together = batch.add_many(events) + batch.drain()
+    alone = [row for event in events for row in single.add(event)] + single.drain()
+    assert [msgspec.msgpack.encode(e) for e in together] == [msgspec.msgpack.encode(e) for e in alone]  # NaN too
+    assert batch.reduced == single.reduced
