@@ -1,7 +1,7 @@
 """Thin adapters from frameworks' logging hooks to metricbus.
 
 Each is loaded on first use, so a framework is imported only by the adapter that needs it
-(`pip install 'metricbus[lightning]'`, `[transformers]`, `[accelerated]`).
+(`pip install 'metricbus[lightning]'`, `[transformers]` (which brings Accelerate too), `[accelerated]`).
 """
 
 from typing import TYPE_CHECKING
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from bus.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ._accelerate import MetricBusTracker
     from ._accelerated import MetricBusLogMetricsCallback
     from ._itwinai import ItwinaiLogger
     from ._lightning import MetricBusLogger
@@ -21,6 +22,7 @@ _LAZY = {
     "MetricBusLogger": "._lightning",
     "MetricBusCallback": "._transformers",
     "MetricBusLogMetricsCallback": "._accelerated",
+    "MetricBusTracker": "._accelerate",
     "openfl_callback": "._openfl",
     "NVFlareWriter": "._nvflare",
     "ItwinaiLogger": "._itwinai",
@@ -35,6 +37,7 @@ __all__ = [
     "MetricBusCallback",
     "MetricBusLogMetricsCallback",
     "MetricBusLogger",
+    "MetricBusTracker",
     "NVFlareWriter",
     "SimpleLossLoggerCallback",
     "WandbCallback",

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bus import Context, Hparams, InvalidConfig, InvalidEvent, Metrics, Origin, Scalar, Sink, as_value
+from bus.hosts import job_from_env
 
 from .._logger import MetricLogger
 
@@ -38,6 +39,13 @@ class LoggerHandle:
     @origin.setter
     def origin(self, origin: Origin) -> None:
         self._origin = origin
+
+    def in_job(self) -> bool:
+        """True when the logger is a rank of a job (`MetricLogger.job`): the one given, or the one
+        this handle would build in this process's environment (without building it)."""
+        if self._logger is not None:
+            return self._logger.job is not None
+        return job_from_env(None) is not None
 
     @property
     def logger(self) -> MetricLogger:

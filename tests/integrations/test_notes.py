@@ -13,7 +13,14 @@ BLOCKS = re.findall(r"```python\n(.*?)```", NOTES.read_text(), flags=re.S)
 
 def test_the_notes_have_a_runnable_section_per_integration() -> None:
     code = "\n".join(BLOCKS)
-    for adapter in ("MetricBusLogger", "MetricBusCallback", "MetricBusLogMetricsCallback", "openfl_callback"):
+    adapters = (
+        "MetricBusLogger",
+        "MetricBusCallback",
+        "MetricBusTracker",
+        "MetricBusLogMetricsCallback",
+        "openfl_callback",
+    )
+    for adapter in adapters:
         assert adapter in code
     assert "NVFlareWriter" in code and "ItwinaiLogger" in code
 

@@ -7,7 +7,7 @@ import sys
 
 import producers.integrations as integrations
 
-FRAMEWORKS = ["lightning", "transformers", "pytorch_accelerated", "torch"]
+FRAMEWORKS = ["lightning", "transformers", "accelerate", "pytorch_accelerated", "torch"]
 
 
 def test_the_public_names() -> None:
@@ -17,6 +17,7 @@ def test_the_public_names() -> None:
         "MetricBusCallback",
         "MetricBusLogMetricsCallback",
         "MetricBusLogger",
+        "MetricBusTracker",
         "NVFlareWriter",
         "SimpleLossLoggerCallback",
         "WandbCallback",
