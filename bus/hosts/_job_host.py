@@ -133,6 +133,7 @@ class JobHost:
         self.last.clear()
         sock.setblocking(False)
         rank = _Rank(sock)
+        rank.replies.send(Op.HELLO, 0)  # the greeting: the rank knows it reached a live host (`attach`)
         self.ranks.append(rank)
         self.emptied_at = None
         assert self._tg is not None
