@@ -343,6 +343,38 @@ def peer_pid_of(sock: socket.socket) -> int | None:
     return peer_pid(sock)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+async def test_a_file_sink_cuts_what_a_crashed_host_wrote_after_its_recorded_mark(tmp_path: Path, kind: str) -> None:
+    """A killed host may have appended batches it had not recorded; its successor sends them again
+    and first cuts the file back to the recorded mark: each row once."""
+    from sinks import CsvSink, JsonlSink
+
+    def sink() -> Any:
+        return JsonlSink(tmp_path / "m.jsonl") if kind == "jsonl" else CsvSink(tmp_path / "m.csv")
+
+    first, second = (
+        [Metrics({"x": float(s)}, s, origin=Origin(rank=0)) for s in steps] for steps in (range(3), range(3, 6))
+    )
+    crashed = sink()
+    assert crashed.output_mark() is None  # not open
+    await crashed.open()
+    await crashed.write_batch(first)
+    mark = crashed.output_mark()
+    await crashed.write_batch(second)  # written, not recorded: then kill -9
+    successor = sink()
+    successor.resume_output(mark)
+    await successor.open()
+    await successor.write_batch(second)  # sent again
+    await successor.close()
+    await crashed.close()
+    if kind == "jsonl":
+        assert [e.step for e in read_jsonl(tmp_path / "m.jsonl")] == list(range(6))
+    else:
+        with open(tmp_path / "m.csv", newline="", encoding="utf-8") as f:
+            assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(6))
+
+
 def test_steps_are_kept_as_ranges_and_the_oldest_go_first() -> None:
     steps = Steps(limit=7)
     for step in (3, 1, 2, 7, 5, 6, 0, 2):

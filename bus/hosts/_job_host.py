@@ -212,6 +212,10 @@ class JobHost:
         except Exception as exc:
             log.error("job host: cannot load sink %r: %r", spec.name, exc)
             sink = _Unloadable(spec, f"cannot be loaded in the job host: {type(exc).__name__}: {exc}")
+        previous = self.previous.routes.get(spec.name)
+        resume = getattr(sink, "resume_output", None)
+        if previous is not None and previous.mark is not None and resume is not None:
+            resume(previous.mark)  # a crashed predecessor's unrecorded writes are cut off: sent again
         try:  # the job host holds its sinks' file locks (no rank does: they all add the same paths)
             self.bus.add_sink(sink, name=spec.name, config=spec.config, isolate="none")
         except InvalidConfig as exc:
@@ -219,7 +223,7 @@ class JobHost:
             self.bus.add_sink(_Unloadable(spec, str(exc)), name=spec.name, config=spec.config, isolate="none")
         route = self.bus._routes[-1]
         route.on_settled = self._settle  # recorded after every batch it writes: a successor skips it
-        self.ledgers[route.name] = Ledger(self.previous.routes.get(route.name))
+        self.ledgers[route.name] = Ledger(previous, getattr(route.sink, "output_mark", None))
 
     async def _batch(self, rank: _Rank, seq: int, body: bytes) -> None:
         if seq <= rank.received:
@@ -341,7 +345,7 @@ class JobHost:
         changed = False
         for route in self.bus._routes:
             ledger = self.ledgers.get(route.name)
-            if ledger is not None and ledger.settle(_settled(route)):
+            if ledger is not None and ledger.settle(_settled(route), writing=route.in_flight > 0):
                 changed = True
         if changed or self.pids != set(self._record_pids):
             self._record_pids = sorted(self.pids)

@@ -83,10 +83,13 @@ class Steps:
 
 class RouteProgress(msgspec.Struct):
     """One sink's settled state: `ranks` {"rank/pid": [batch, index]}, the last event of each rank
-    settled; `rows` {site: [[lo, hi], ...]}, the steps whose job row was settled."""
+    settled; `rows` {site: [[lo, hi], ...]}, the steps whose job row was settled; `mark`, where
+    the sink's output ended with them (a file sink's `output_mark`), to which a successor cuts it
+    back: what a host wrote and had not recorded yet when it was killed is not there twice."""
 
     ranks: dict[str, tuple[int, int]] = {}
     rows: dict[str, list[list[int]]] = {}
+    mark: int | None = None  # the sink's `output_mark` then (a file sink: where its file ended)
 
 
 class JobProgress(msgspec.Struct):
