@@ -402,6 +402,9 @@ def test_a_successor_skips_what_a_route_settled_by_rank_event_and_by_row() -> No
     assert ledger.settle(13)  # three of its four: two of the rank's events and the row
     progress = msgspec.msgpack.decode(msgspec.msgpack.encode(ledger.progress), type=RouteProgress)
     assert progress.ranks == {"0/77": (3, 1)} and progress.rows == {"": [[4, 4]]}
+    ledger.progress.writing = 1  # the sink is handed the last event ...
+    assert not ledger.settle(13, writing=True) and ledger.progress.writing == 1
+    assert ledger.settle(14) and ledger.progress.writing == 0  # ... and settles it
 
     again = batch_events()  # sent again to the next host: new objects, the same batch
     successor = Ledger(progress)

@@ -30,6 +30,7 @@ ranks present, closes its sinks and answers the last rank's CLOSE. SIGTERM stops
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -223,6 +224,15 @@ class JobHost:
             self.bus.add_sink(_Unloadable(spec, str(exc)), name=spec.name, config=spec.config, isolate="none")
         route = self.bus._routes[-1]
         route.on_settled = self._settle  # recorded after every batch it writes: a successor skips it
+        if not callable(getattr(route.sink, "output_mark", None)):  # no mark to cut back to
+            route.on_writing = functools.partial(self._writing, route.name)
+            if previous is not None and previous.writing:
+                log.warning(
+                    "job host: sink %r: the host before this one died while writing %d events to it; "
+                    "they are sent again and may be in its output twice (it cannot be cut back)",
+                    spec.name,
+                    previous.writing,
+                )
         self.ledgers[route.name] = Ledger(previous, getattr(route.sink, "output_mark", None))
 
     async def _batch(self, rank: _Rank, seq: int, body: bytes) -> None:
@@ -339,10 +349,17 @@ class JobHost:
                 published = published or self._published()
                 mark.published, mark.final = published, True
 
-    def _settle(self) -> None:
+    def _writing(self, name: str, events: int) -> None:
+        """A sink with no output mark is handed `events`: recorded first, so that a successor
+        knows they may be written already if this host is killed before they settle."""
+        ledger = self.ledgers.get(name)
+        if ledger is not None:
+            ledger.progress.writing = events
+            self._settle(changed=True)
+
+    def _settle(self, *, changed: bool = False) -> None:
         """Note what every route has settled since, and write the progress record: called after
         each batch a sink writes (a crash right after must not write it again) and every tick."""
-        changed = False
         for route in self.bus._routes:
             ledger = self.ledgers.get(route.name)
             if ledger is not None and ledger.settle(_settled(route), writing=route.in_flight > 0):

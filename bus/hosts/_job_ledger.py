@@ -96,6 +96,9 @@ class Ledger:
         if mark is not None and mark != self.progress.mark:
             self.progress.mark = mark
             changed = True
+        if not writing and self.progress.writing:
+            self.progress.writing = 0  # settled (or given up): nothing is being written
+            changed = True
         chunks = self.chunks
         while chunks:
             chunk = chunks[0]

@@ -85,11 +85,14 @@ class RouteProgress(msgspec.Struct):
     """One sink's settled state: `ranks` {"rank/pid": [batch, index]}, the last event of each rank
     settled; `rows` {site: [[lo, hi], ...]}, the steps whose job row was settled; `mark`, where
     the sink's output ended with them (a file sink's `output_mark`), to which a successor cuts it
-    back: what a host wrote and had not recorded yet when it was killed is not there twice."""
+    back: what a host wrote and had not recorded yet when it was killed is not there twice.
+    `writing`: how many events the sink was writing past those; a sink with no mark may hold them
+    when the host is killed, and its successor says so (they are sent again: at least once)."""
 
     ranks: dict[str, tuple[int, int]] = {}
     rows: dict[str, list[list[int]]] = {}
     mark: int | None = None  # the sink's `output_mark` then (a file sink: where its file ended)
+    writing: int = 0  # events handed to the sink past what it settled: a crash may leave them written
 
 
 class JobProgress(msgspec.Struct):
