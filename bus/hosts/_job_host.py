@@ -217,6 +217,13 @@ class JobHost:
         resume = getattr(sink, "resume_output", None)
         if previous is not None and previous.mark is not None and resume is not None:
             resume(previous.mark)  # a crashed predecessor's unrecorded writes are cut off: sent again
+        elif previous is not None and previous.writing:
+            log.warning(
+                "job host: sink %r: the host before this one died while writing %d events to it; "
+                "they are sent again and may be in its output twice (it cannot be cut back)",
+                spec.name,
+                previous.writing,
+            )
         try:  # the job host holds its sinks' file locks (no rank does: they all add the same paths)
             self.bus.add_sink(sink, name=spec.name, config=spec.config, isolate="none")
         except InvalidConfig as exc:
@@ -224,15 +231,8 @@ class JobHost:
             self.bus.add_sink(_Unloadable(spec, str(exc)), name=spec.name, config=spec.config, isolate="none")
         route = self.bus._routes[-1]
         route.on_settled = self._settle  # recorded after every batch it writes: a successor skips it
-        if not callable(getattr(route.sink, "output_mark", None)):  # no mark to cut back to
+        if route.reducer is None:  # (with rate control, `_settle` counts what may be written)
             route.on_writing = functools.partial(self._writing, route.name)
-            if previous is not None and previous.writing:
-                log.warning(
-                    "job host: sink %r: the host before this one died while writing %d events to it; "
-                    "they are sent again and may be in its output twice (it cannot be cut back)",
-                    spec.name,
-                    previous.writing,
-                )
         self.ledgers[route.name] = Ledger(previous, getattr(route.sink, "output_mark", None))
 
     async def _batch(self, rank: _Rank, seq: int, body: bytes) -> None:
@@ -350,8 +350,9 @@ class JobHost:
                 mark.published, mark.final = published, True
 
     def _writing(self, name: str, events: int) -> None:
-        """A sink with no output mark is handed `events`: recorded first, so that a successor
-        knows they may be written already if this host is killed before they settle."""
+        """A sink is handed `events`: recorded first, so that a successor knows they may be
+        written already if this host is killed before they settle (a sink whose output it cannot
+        cut back to the recorded mark may then hold them twice, and it says so)."""
         ledger = self.ledgers.get(name)
         if ledger is not None:
             ledger.progress.writing = events
@@ -362,7 +363,15 @@ class JobHost:
         each batch a sink writes (a crash right after must not write it again) and every tick."""
         for route in self.bus._routes:
             ledger = self.ledgers.get(route.name)
-            if ledger is not None and ledger.settle(_settled(route), writing=route.in_flight > 0):
+            if ledger is None:
+                continue
+            settled = _settled(route)
+            if route.reducer is not None and settled != route.published:
+                # Rate control counts the events it folds as settled before their row is written,
+                # so its count is what was written only when nothing is pending: record then.
+                changed = ledger.unrecorded_writing() or changed
+                continue
+            if ledger.settle(settled, writing=route.in_flight > 0):
                 changed = True
         if changed or self.pids != set(self._record_pids):
             self._record_pids = sorted(self.pids)

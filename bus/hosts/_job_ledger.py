@@ -127,6 +127,15 @@ class Ledger:
             chunks.popleft()
         return changed
 
+    def unrecorded_writing(self) -> bool:
+        """Count every event offered and not recorded as settled as `writing` (a route whose
+        count is no prefix of what it wrote: any of them may be written). True if that changed."""
+        pending = sum(len(chunk.events) - chunk.done for chunk in self.chunks)
+        if pending == self.progress.writing:
+            return False
+        self.progress.writing = pending
+        return True
+
     def forget(self, key: str) -> None:
         """Rank `key` left with everything acknowledged: it will send nothing again."""
         self.progress.ranks.pop(key, None)
