@@ -449,9 +449,10 @@ class JobHost:
 
 
 def _key(rank: _Rank) -> str:
-    """A rank's name in the progress record: its rank and pid (a rank started again is new)."""
+    """A rank's name in the progress record: its rank, pid and link (a rank started again, or a
+    second logger of it, numbers its batches from 1 again)."""
     hello = rank.hello
-    return "?" if hello is None else f"{hello.rank}/{hello.pid}"
+    return "?" if hello is None else f"{hello.rank}/{hello.pid}/{hello.link}"
 
 
 def _recover_steps(reducer: RankReducer, previous: JobProgress) -> None:

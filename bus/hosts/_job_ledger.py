@@ -21,7 +21,7 @@ __all__ = ["Batch", "Ledger", "Rows", "rows_of"]
 
 
 class Batch:
-    """One rank's batch as the host received it: `key` names the rank ("rank/pid"), `seq` is its
+    """One rank's batch as the host received it: `key` names the rank ("rank/pid/link"), `seq` is its
     batch number, `index` each of its events' place in it (by identity: the reducer passes the
     same objects on)."""
 

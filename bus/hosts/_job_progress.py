@@ -4,9 +4,10 @@ A private host's record (`_progress.py`) counts one trainer's batches per sink. 
 sinks get an interleaving of every rank's events and the job's rows that no rank could replay in
 the same order, so its record names what was settled instead:
 
-- per sink and per rank (its rank and pid: a rank started again is another rank), the last of
-  its events settled, as (batch number, index in the batch): the events of one rank reach a sink
-  in that order, so everything before it was settled too;
+- per sink and per rank's logger (its rank, pid and link: a rank started again, or a second
+  logger of it, numbers its batches anew), the last of its events settled, as (batch number,
+  index in the batch): the events of one logger reach a sink in that order, so everything
+  before it was settled too;
 - per sink and per job (`origin.site`), the steps whose row was settled, as ranges of steps
   (the most recent `RECENT`, as many as the reducer remembers as closed).
 
@@ -82,7 +83,7 @@ class Steps:
 
 
 class RouteProgress(msgspec.Struct):
-    """One sink's settled state: `ranks` {"rank/pid": [batch, index]}, the last event of each rank
+    """One sink's settled state: `ranks` {"rank/pid/link": [batch, index]}, the last event of each rank
     settled; `rows` {site: [[lo, hi], ...]}, the steps whose job row was settled; `mark`, where
     the sink's output ended with them (a file sink's `output_mark`), to which a successor cuts it
     back: what a host wrote and had not recorded yet when it was killed is not there twice.
