@@ -37,16 +37,19 @@ class RecordFile:
         self._end = 0  # bytes of whole records in the file
         self._torn = False  # a write failed midway: bytes past _end may be a partial record
         self.resume: int | None = None  # set before open: cut back to this end (a crashed writer's)
+        self._ready = False  # open, and no append under way: `_end` is where the file ends
 
     @property
     def end(self) -> int | None:
-        """Where the last whole append ended (None while not open)."""
-        return self._end if self._file is not None else None
+        """Where the last whole append ended; None while opening, appending or closed (the file
+        may end elsewhere then)."""
+        return self._end if self._ready and not self._torn else None
 
     async def open(self, end: int | None = None) -> None:
         """Open for appending, cutting off what follows `end`, where the last whole record ends
         (the torn tail of a writer that was killed mid-write); None: the file is whole."""
         await self.close()  # a retried open
+        self._ready = False
         self._file = await aiofiles.open(self.path, "ab", buffering=0)
         size = await self._file.seek(0, os.SEEK_END)
         resume, self.resume = self.resume, None  # once: a retried open keeps what was appended since
@@ -61,6 +64,7 @@ class RecordFile:
             log.warning("%s: dropped %d bytes of a torn last record before appending", self.path, size - end)
             size = end
         self._end = size
+        self._ready = True
 
     async def append(self, data: bytes) -> None:
         """Write `data` (whole records) at the end of the file; if this raises, none of it counts."""
@@ -75,6 +79,7 @@ class RecordFile:
 
     async def close(self) -> None:
         """Cut off a failed write's bytes, then close. If the cut fails the file stays open."""
+        self._ready = False
         if self._file is None:
             return
         await self._cut_torn_write()
