@@ -200,7 +200,8 @@ class _Step:
 class _Job:
     """A job's state: each rank's current step, the ranks not waited for (they missed a deadline
     and have not been heard from since), the recently closed steps, whether the last closed step
-    missed ranks, and the reductions its ranks declared."""
+    missed ranks, the reductions its ranks declared, and the steps a reducer before this one
+    wrote (`RankReducer.recover`)."""
 
     origin: Origin
     declared: dict[str, RankReduction] = field(default_factory=dict)
@@ -209,6 +210,7 @@ class _Job:
     closed: set[int] = field(default_factory=set)
     closed_order: deque[int] = field(default_factory=deque)
     was_missing: bool = False
+    written: set[int] = field(default_factory=set)  # steps a reducer before this one wrote (`recover`)
 
 
 class RankReducer:
@@ -309,6 +311,13 @@ class RankReducer:
                 self._close(key, out, deadline=False)
         return out
 
+    def recover(self, site: str, steps: Iterable[int]) -> None:
+        """The rows of these steps of job `site` were written by a reducer before this one (a job
+        host that crashed; its ranks send again what it had not acknowledged): they are not
+        reduced again, and values that come for them are neither folded nor `late` (they go on
+        as their rank's own series as `keep_ranks` says, as they did the first time)."""
+        self._job(site).written.update(steps)
+
     def drain(self) -> list[Event]:
         """Every open step's row, over the ranks present (the end of the run: the ranks that
         sent nothing for a step are named as missing)."""
@@ -356,7 +365,9 @@ class RankReducer:
         step = self._open.get(key)
         late = False
         if step is None:
-            if number in job.closed:
+            if number in job.written:
+                pass  # reduced before a crash of the host: sent again, not new
+            elif number in job.closed:
                 self._late += 1
                 late = True
             else:

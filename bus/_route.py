@@ -77,6 +77,7 @@ class Route:
         self.closing = False
         self.done = anyio.Event()
         self.on_settled: Callable[[], None] | None = None  # called after each batch the sink wrote
+        self.on_writing: Callable[[int], None] | None = None  # called with a batch's size as it is handed over
         self._wake_at: float = _NEVER
         self._wakeup = anyio.Event()
         self._space: anyio.Event | None = None
@@ -357,6 +358,8 @@ class Route:
                     self._release_rows()
             batch = self.buffer.take(config.max_batch)
             self._unsent = batch
+            if self.on_writing is not None:
+                self.on_writing(len(batch))
             self._release_space()
             await self._write(batch)
 

@@ -3,6 +3,11 @@
 A writer killed mid-write leaves a torn last record; a write that fails midway leaves part of a
 batch. Either would make the next run's appended lines unparseable, so both are cut off here,
 in one place, for CSV and JSONL alike.
+
+A job's sink host that is killed may also have appended whole batches it had not recorded as
+written yet; its successor sends them again. `end` is where the last append ended, which the
+host records with what its sinks settled, and `resume` (set before `open`) cuts the file back
+to it, so those batches are written once.
 """
 
 from __future__ import annotations
@@ -31,18 +36,35 @@ class RecordFile:
         self._file: AsyncFileIO | None = None
         self._end = 0  # bytes of whole records in the file
         self._torn = False  # a write failed midway: bytes past _end may be a partial record
+        self.resume: int | None = None  # set before open: cut back to this end (a crashed writer's)
+        self._ready = False  # open, and no append under way: `_end` is where the file ends
+
+    @property
+    def end(self) -> int | None:
+        """Where the last whole append ended; None while opening, appending or closed (the file
+        may end elsewhere then)."""
+        return self._end if self._ready and not self._torn else None
 
     async def open(self, end: int | None = None) -> None:
         """Open for appending, cutting off what follows `end`, where the last whole record ends
         (the torn tail of a writer that was killed mid-write); None: the file is whole."""
         await self.close()  # a retried open
+        self._ready = False
         self._file = await aiofiles.open(self.path, "ab", buffering=0)
         size = await self._file.seek(0, os.SEEK_END)
-        if end is not None and size > end:
+        resume, self.resume = self.resume, None  # once: a retried open keeps what was appended since
+        if resume is not None and size > resume and (end is None or resume < end):
+            await self._file.truncate(resume)
+            log.warning(
+                "%s: cut %d bytes a crashed writer appended after its last recorded batch", self.path, size - resume
+            )
+            size = resume
+        elif end is not None and size > end:
             await self._file.truncate(end)
             log.warning("%s: dropped %d bytes of a torn last record before appending", self.path, size - end)
             size = end
         self._end = size
+        self._ready = True
 
     async def append(self, data: bytes) -> None:
         """Write `data` (whole records) at the end of the file; if this raises, none of it counts."""
@@ -57,6 +79,7 @@ class RecordFile:
 
     async def close(self) -> None:
         """Cut off a failed write's bytes, then close. If the cut fails the file stays open."""
+        self._ready = False
         if self._file is None:
             return
         await self._cut_torn_write()

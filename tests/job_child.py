@@ -1,7 +1,7 @@
 """One rank of a job logging through the job's shared sink host (no Redis): 10 values a step.
 
     torchrun --standalone --nproc_per_node=4 tests/job_child.py OUT STEPS --dist --expect PATH
-    RANK=r WORLD_SIZE=4 python tests/job_child.py OUT STEPS --job NAME [--pause S] [--wait]
+    RANK=r WORLD_SIZE=4 python tests/job_child.py OUT STEPS --job NAME [--pause S] [--wait] [--hold]
 
 Every rank adds the same sinks (OUT/job.csv, OUT/job.jsonl, TensorBoard in OUT/tb) to a plain
 `MetricLogger(...)`: the job is found in the launcher's environment (or named with --job), and
@@ -9,7 +9,10 @@ the values are those of `ranks_child.values`, reduced per `ranks_child.REDUCE`. 
 script computes the `all_reduce` of each step itself and counts metricbus's collectives (as
 `ranks_child` does). Each rank writes OUT/rank<r>.json: where its sinks ran (the job host's pid),
 how long its close() took, and the steps it logged. With --wait a rank prints "ready" and opens
-its logger when a line comes on stdin (every rank attaches at the same instant).
+its logger when a line comes on stdin (every rank attaches at the same instant). With --hold a
+rank keeps its logger open after its last step until OUT/release exists, rewriting its report
+(where its sinks run now: a killed host's successor) meanwhile; its report also says how often
+its host was started again and which ranks the host's reducer named missing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--dist", action="store_true")
     parser.add_argument("--expect", type=Path)
     parser.add_argument("--wait", action="store_true")
+    parser.add_argument("--hold", action="store_true")
     args = parser.parse_args()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     counts: dict[str, int] = {}
@@ -45,6 +49,8 @@ def main() -> None:
 
         counts, own = count_collectives()  # before metricbus is imported
         dist.init_process_group("gloo")
+
+    import msgspec
 
     from bus import RankReduce
     from producers import MetricLogger
@@ -59,7 +65,13 @@ def main() -> None:
     log.add_sink(TensorBoardSink(args.out / "tb"))
     where = log.stats()[csv].where
     report = args.out / f"rank{rank}.json"
-    report.write_text(json.dumps({"where": where, "steps": 0}))
+
+    def write_report(steps: int) -> None:
+        tmp = report.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"where": log.stats()[csv].where, "steps": steps}))
+        os.replace(tmp, report)  # whole, whenever the test reads it
+
+    write_report(0)
     names = [f"v{i}" for i in range(10)]
     expect: dict[str, dict[str, float]] = {}
     for step in range(args.steps):
@@ -69,10 +81,19 @@ def main() -> None:
             expect[str(step)] = all_reduced(mine, own["all_reduce"], world)
         if args.pause:
             time.sleep(args.pause)
+        if args.hold and step % 10 == 9:
+            write_report(step + 1)
+    while args.hold and not (args.out / "release").exists():
+        write_report(args.steps)
+        time.sleep(0.05)
     start = time.monotonic()
     log.close()
     closed_in = time.monotonic() - start
-    report.write_text(json.dumps({"where": where, "steps": args.steps, "close_s": closed_in}))
+    stats = log.stats()[csv]
+    ranks = log.rank_stats
+    missing = {} if ranks is None else {label: msgspec.structs.astuple(gone) for label, gone in ranks.missing.items()}
+    final = {"where": where, "last_where": stats.where, "restarts": stats.restarts, "missing": missing}
+    report.write_text(json.dumps({**final, "steps": args.steps, "close_s": closed_in}))
     if args.dist:
         if args.expect is not None:
             if rank == 0:

@@ -8,18 +8,24 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bus import MISSING_METRIC, InvalidConfig, Metrics, RankReduce
+from bus import MISSING_METRIC, InvalidConfig, Metrics, Origin, RankReduce, RankReducer
 from bus.hosts import job_from_env
+from bus.hosts._job_ledger import Batch, Ledger, rows_of
+from bus.hosts._job_progress import RouteProgress, Steps
 from producers import MetricLogger
 from sinks import MemorySink, read_jsonl
 from tests.helpers import wait_until_sync
@@ -45,8 +51,11 @@ def env(**extra: str) -> dict[str, str]:
     return {**base, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
 
 
-def start_rank(out: Path, job: str, rank: int, steps: int, *, pause: float = 0.0) -> subprocess.Popen[bytes]:
+def start_rank(
+    out: Path, job: str, rank: int, steps: int, *, pause: float = 0.0, hold: bool = False
+) -> subprocess.Popen[bytes]:
     args = [sys.executable, str(CHILD), str(out), str(steps), "--job", job, "--pause", str(pause), "--wait"]
+    args += ["--hold"] if hold else []
     extra = {"RANK": str(rank), "WORLD_SIZE": "4"}
     err = open(out / f"rank{rank}.err", "wb")  # noqa: SIM115 - the child (and a host it starts) owns it
     proc = subprocess.Popen(args, cwd=ROOT, env=env(**extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
@@ -192,6 +201,234 @@ def test_a_rank_killed_mid_run_is_named_from_then_on_the_others_are_whole_and_cl
         assert {k: rows[step][k] for k in NAMES} == pytest.approx(want(present, step), rel=1e-6)
         if step > last:
             assert rows[step][MISSING_METRIC] == 1.0  # never a silent partial mean
+
+
+# ---- kill -9 of the job's host: another one, every row once ----
+
+
+def poll(condition: Any, within: float) -> Any:
+    """`condition()`'s first truthy value, polled every 50 ms (reading files: not every ms); fail
+    after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not (found := condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return found
+
+
+def reported_host(out: Path, killed: list[int], seen: set[int]) -> int | None:
+    """The job host every rank's report names now, if they all name the same one and it is not a
+    killed one (a rank rewrites its report every 10 steps, and while it holds)."""
+    pids = set()
+    for rank in range(4):
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(host_pid(json.loads((out / f"rank{rank}.json").read_text())["where"]))
+    seen |= pids
+    pid = pids.pop() if len(pids) == 1 else None
+    return pid if pid is not None and pid not in killed and alive(pid) else None
+
+
+def every_rank_at(jsonl: Path, step: int) -> bool:
+    """Every rank's values of `step` (or later) are in the file: the host is writing."""
+    if not jsonl.exists():
+        return False
+    ranks = {e["origin"]["rank"] for e in lines(jsonl) if "rank" in e.get("origin", {}) and e["step"] >= step}
+    return ranks == {0, 1, 2, 3}
+
+
+def test_a_killed_job_host_is_replaced_and_every_rank_and_job_row_is_written_exactly_once(tmp_path: Path) -> None:
+    """kill -9 of the job's host, twice while 4 ranks log: one rank starts another host, every rank
+    sends it what the dead one had not settled, and each sink's file has every rank's every step
+    once and the job's row of every step once, reduced over all four ranks (none named missing)."""
+    steps = 300
+    procs = [start_rank(tmp_path, tmp_path.name, rank, steps, pause=0.02, hold=True) for rank in range(4)]
+    go(procs)
+    jsonl = tmp_path / "job.jsonl"
+    killed: list[int] = []
+    seen: set[int] = set()
+    for at in (40, 140):  # the second kill hits the host the first one made a rank start
+        host = poll(lambda at=at: every_rank_at(jsonl, at) and reported_host(tmp_path, killed, seen), within=90)
+        os.kill(host, signal.SIGKILL)
+        killed.append(host)
+    poll(lambda: reported_host(tmp_path, killed, seen), within=90)  # a third host, and the ranks on it
+    (tmp_path / "release").touch()  # every rank closes now, all connected at both kills
+    for p in procs:
+        assert p.wait(90) == 0
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    last = {host_pid(r["last_where"]) for r in reports}
+    assert len(last) == 1 and not last & set(killed)  # one host at the end, for every rank
+    assert seen <= {*killed, *last}  # and no other host was ever reported
+    assert all(r["restarts"] == 2 and r["missing"] == {} for r in reports), reports
+    for pid in [*killed, *last]:
+        wait_gone(pid, within=30)  # nothing left running
+    errors = "".join((tmp_path / f"rank{r}.err").read_text() for r in range(4))
+    assert "missing from step" not in errors and "exited at start" not in errors and "failed" not in errors
+
+    events = read_jsonl(jsonl)
+    ranks_seen = Counter(
+        (e.origin.rank, e.step) for e in events if isinstance(e, Metrics) and e.origin.rank is not None
+    )
+    assert ranks_seen == {(r, s): 1 for r in range(4) for s in range(steps)}  # every rank's every step, once
+    for (rank, step), row in rank_rows(events).items():
+        assert list(row.values()) == values(rank, step)
+    job_seen = Counter(e.step for e in events if isinstance(e, Metrics) and e.origin.rank is None)
+    assert job_seen == {s: 1 for s in range(steps)}  # the job's row of every step, once
+    rows = job_rows(events)
+    for step in range(steps):
+        assert MISSING_METRIC not in rows[step]  # reduced over every rank: none was missing
+        assert rows[step] == pytest.approx(want([0, 1, 2, 3], step), rel=1e-6), step
+
+    with open(tmp_path / "job.csv", newline="", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    cells = Counter((row["origin"], int(row["step"]), row["name"]) for row in csv_rows)
+    labels = ("main", "rank0", "rank1", "rank2", "rank3")
+    assert cells == {(o, s, n): 1 for o in labels for s in range(steps) for n in NAMES}  # each value once
+    job_csv = {(int(row["step"]), row["name"]): float(row["value"]) for row in csv_rows if row["origin"] == "main"}
+    for step in range(steps):
+        assert {n: job_csv[step, n] for n in NAMES} == pytest.approx(want([0, 1, 2, 3], step), rel=1e-6), step
+
+
+# ---- the pieces of a crash: the greeting, the progress record, the reducer ----
+
+
+GREETER = """
+import socket, sys
+sys.path.insert(0, sys.argv[2])
+from bus.hosts._job import GREETING
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+listener.listen(8)
+conn, _ = listener.accept()
+conn.sendall(GREETING)
+conn.recv(1)  # until the test is done with it
+"""
+
+
+def test_attach_passes_over_a_dead_hosts_socket_that_still_takes_a_connection(tmp_path: Path) -> None:
+    """A killed host's socket may queue a connection and then end it: that is no host; attach
+    starts the next one (and connects to it once it greets)."""
+    from bus.hosts._job import attach
+
+    run = tmp_path / "run"
+    run.mkdir()
+    dying = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dying.bind(str(run / "host.sock"))
+    dying.listen(8)
+
+    def end_the_connection() -> None:  # as the kernel does once the killed host's fds are closed
+        conn, _ = dying.accept()
+        conn.close()
+        dying.close()
+
+    ender = threading.Thread(target=end_the_connection)
+    ender.start()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        started.append(subprocess.Popen([sys.executable, "-c", GREETER, str(run / "host.sock"), str(ROOT)]))
+        _children.append(started[-1])
+        return started[-1]
+
+    sock, proc = attach(run, spawn, timeout=30)
+    ender.join(10)
+    assert proc is not None and started == [proc]  # the dead one's socket was passed over: one host started
+    assert peer_pid_of(sock) == proc.pid
+    sock.close()
+    assert proc.wait(10) == 0
+
+
+def peer_pid_of(sock: socket.socket) -> int | None:
+    from bus.hosts._job import peer_pid
+
+    return peer_pid(sock)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+async def test_a_file_sink_cuts_what_a_crashed_host_wrote_after_its_recorded_mark(tmp_path: Path, kind: str) -> None:
+    """A killed host may have appended batches it had not recorded; its successor sends them again
+    and first cuts the file back to the recorded mark: each row once."""
+    from sinks import CsvSink, JsonlSink
+
+    def sink() -> Any:
+        return JsonlSink(tmp_path / "m.jsonl") if kind == "jsonl" else CsvSink(tmp_path / "m.csv")
+
+    first, second = (
+        [Metrics({"x": float(s)}, s, origin=Origin(rank=0)) for s in steps] for steps in (range(3), range(3, 6))
+    )
+    crashed = sink()
+    assert crashed.output_mark() is None  # not open
+    await crashed.open()
+    await crashed.write_batch(first)
+    mark = crashed.output_mark()
+    await crashed.write_batch(second)  # written, not recorded: then kill -9
+    successor = sink()
+    successor.resume_output(mark)
+    await successor.open()
+    await successor.write_batch(second)  # sent again
+    await successor.close()
+    await crashed.close()
+    if kind == "jsonl":
+        assert [e.step for e in read_jsonl(tmp_path / "m.jsonl")] == list(range(6))
+    else:
+        with open(tmp_path / "m.csv", newline="", encoding="utf-8") as f:
+            assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(6))
+
+
+def test_steps_are_kept_as_ranges_and_the_oldest_go_first() -> None:
+    steps = Steps(limit=7)
+    for step in (3, 1, 2, 7, 5, 6, 0, 2):
+        steps.add(step)
+    assert steps.ranges == [[0, 3], [5, 7]] and steps.count == 7 and 4 not in steps and 6 in steps
+    steps.add(9)  # over the limit: the lowest go
+    steps.add(8)
+    assert steps.ranges == [[2, 3], [5, 9]] and list(steps) == [2, 3, 5, 6, 7, 8, 9]
+
+
+def test_a_successor_skips_what_a_route_settled_by_rank_event_and_by_row() -> None:
+    """A route's ledger turns its settled count into (rank, batch, index) and (job, step); a
+    ledger started from that record skips exactly those when the batch comes again."""
+
+    def batch_events() -> list[Metrics]:
+        return [Metrics({"x": float(i)}, step, origin=Origin(rank=0)) for i, step in enumerate((4, 5, 5))]
+
+    first = batch_events()
+    row = Metrics({"x": 1.0}, 4, origin=Origin())  # the job's row of step 4, closed by this batch
+    out = [first[0], first[1], row, first[2]]
+    batch = Batch("0/77", 3, first)
+    ledger = Ledger()
+    assert ledger.take(out, batch, rows_of(out, batch), published=10) == out
+    assert not ledger.settle(10)  # nothing of this chunk yet
+    assert ledger.settle(13)  # three of its four: two of the rank's events and the row
+    progress = msgspec.msgpack.decode(msgspec.msgpack.encode(ledger.progress), type=RouteProgress)
+    assert progress.ranks == {"0/77": (3, 1)} and progress.rows == {"": [[4, 4]]}
+    ledger.progress.writing = 1  # the sink is handed the last event ...
+    assert not ledger.settle(13, writing=True) and ledger.progress.writing == 1
+    assert ledger.settle(14) and ledger.progress.writing == 0  # ... and settles it
+
+    again = batch_events()  # sent again to the next host: new objects, the same batch
+    successor = Ledger(progress)
+    out = [again[0], again[1], Metrics({"x": 1.0}, 4, origin=Origin()), again[2]]
+    taken = successor.take(out, Batch("0/77", 3, again), rows_of(out, Batch("0/77", 3, again)), published=0)
+    assert taken == [again[2]] and successor.skipped == 3
+    later = [Metrics({"x": 9.0}, 6, origin=Origin(rank=0))]
+    assert successor.take(later, Batch("0/77", 4, later), [], published=1) == later
+    other = [Metrics({"x": 9.0}, 4, origin=Origin(rank=1))]  # another rank: nothing of it was settled
+    assert successor.take(other, Batch("1/78", 3, other), [], published=2) == other
+
+
+def test_steps_a_crashed_host_wrote_are_not_reduced_again_nor_counted_late() -> None:
+    reducer = RankReducer(RankReduce(world_size=2))
+    reducer.recover("", [0])
+    rows = []
+    for step in range(3):
+        for rank in range(2):
+            rows += reducer.add_many([Metrics({"x": float(rank)}, step, origin=Origin(rank=rank))])
+    rows += reducer.drain()
+    job = [e.step for e in rows if e.origin.rank is None]
+    assert job == [1, 2]  # step 0's row was written before the crash: not again
+    assert reducer.stats().late == 0 and not reducer.stats().missing
+    assert len([e for e in rows if e.origin.rank is not None]) == 6  # each rank's own series goes on
 
 
 # ---- every rank at the same instant: exactly one host ----

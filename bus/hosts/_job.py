@@ -14,6 +14,12 @@ until it listens, then lets go: when every rank starts at the same instant, the 
 lock starts the one host and the others find it. A host that decides to exit takes the same lock
 first and keeps it until it has exited, so a rank never connects to a host on its way out (it
 waits, then starts the next one).
+
+A host that was killed is on its way out without the lock: for a moment after its connections
+ended, its listening socket may still take a connection (the kernel queues it) that nobody will
+ever serve. So a host greets every rank it accepts (an empty HELLO frame), and `attach` counts a
+connection only once greeted; one that ends first was a dead host's, and `attach` tries again
+(the socket refuses by then, and it starts the next host).
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ from pathlib import Path
 
 import msgspec
 
+from .. import wire
 from .._errors import InvalidConfig
+from ..wire import Op
 
-__all__ = ["Job", "attach", "job_from_env", "lock_run_dir", "peer_pid", "run_dir"]
+__all__ = ["GREETING", "Job", "attach", "job_from_env", "lock_run_dir", "peer_pid", "run_dir"]
 
 _SOCKET_MAX = 100  # sun_path holds 108 bytes; keep clear of it
+GREETING = wire.frame(Op.HELLO, 0, b"")  # what a job host sends each rank it accepts, first
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -137,15 +146,24 @@ def attach(
         raise TimeoutError(f"the job's run directory {run} stayed locked for {timeout:.0f}s")
     try:
         path = run / "host.sock"
-        sock = _connect(path)
-        if sock is not None:
-            return sock, None
+        while True:
+            sock = _connect(path)
+            if sock is None:
+                break
+            if _greeted(sock, deadline):
+                return sock, None
+            sock.close()  # a killed host's socket, still queueing connections for a moment
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the job host's socket {path} took connections it never served")
+            time.sleep(0.005)
         path.unlink(missing_ok=True)  # a host that died left it; nobody listens
         proc = spawn()
         while True:
             sock = _connect(path)
             if sock is not None:
-                return sock, proc
+                if _greeted(sock, deadline):
+                    return sock, proc
+                sock.close()
             if proc.poll() is not None:
                 raise OSError(f"the job host exited at start (exit code {proc.returncode})")
             if time.monotonic() >= deadline:
@@ -167,6 +185,30 @@ def _connect(path: Path) -> socket.socket | None:
             return None
         raise
     return sock
+
+
+def _greeted(sock: socket.socket, deadline: float) -> bool:
+    """Wait for the host's greeting on a new connection: True once it came; False if the
+    connection ended first (the host is dead). A host that is alive but slow is waited for, up to
+    `deadline` (then `TimeoutError`)."""
+    got = b""
+    try:
+        while len(got) < len(GREETING):
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(len(GREETING) - len(got))
+            except TimeoutError:
+                raise TimeoutError("the job host accepted this rank but did not answer in time") from None
+            except OSError:  # ECONNRESET: the host died
+                return False
+            if not chunk:
+                return False
+            got += chunk
+    finally:
+        sock.settimeout(None)
+    if got != GREETING:
+        raise OSError(f"the job's socket answered {got!r}, not a job host's greeting")
+    return True
 
 
 def peer_pid(sock: socket.socket) -> int | None:

@@ -10,6 +10,13 @@ With a `RankReduce` the ranks' events pass through a `RankReducer` before the ro
 row of a step is written once every rank reported it, or at the deadline (the missing ranks
 named). A rank's batch is acknowledged once every sink settled it **and** every step it fed is
 closed and its row offered: a host that crashes is sent again what the reduction still needs.
+
+After such a crash, a rank starts the next host, and every rank sends it what it did not
+acknowledge. The progress record (`_job_progress.py`, in the run directory) says what each sink
+had settled, by identity: the new host skips, per sink, each rank's events and each job row its
+predecessor settled, and does not reduce again a step whose row every sink settled; the steps
+whose rows were not settled everywhere are rebuilt from the events sent again (no rank's
+contribution to them was acknowledged). So every event and every row is written once.
 A rank that leaves (its close, or its death: the socket ends) is done with the step it was on
 and no step waits for it any more.
 
@@ -23,6 +30,7 @@ ranks present, closes its sinks and answers the last rank's CLOSE. SIGTERM stops
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -44,6 +52,8 @@ from .._events import Event
 from .._rank_reduce import RankReducer, missing_lines
 from ..wire import Op
 from ._job import lock_run_dir
+from ._job_ledger import Batch, Ledger, rows_of
+from ._job_progress import JobProgress, JobRecord, Steps
 from ._main import TICK, Host, _accepted, _loop_options, _read_exact, _Replies, _settled, _Unloadable
 from ._messages import JobHello, RankHello, SinkSpec
 
@@ -98,6 +108,13 @@ class JobHost:
         self.done = anyio.Event()
         self._lock_fd: int | None = None  # the run directory's lock, held from the decision to stop
         self._tg: TaskGroup | None = None
+        self.record = JobRecord(Path(hello.run_dir))
+        self.previous = self.record.adopt()  # what a predecessor that crashed had settled
+        self.pids = set(self.previous.pids)  # the ranks that may send again what the record covers
+        self.ledgers: dict[str, Ledger] = {}  # per route
+        self._record_pids: list[int] = []  # the pids the record names
+        if self.reducer is not None:
+            _recover_steps(self.reducer, self.previous)
 
     async def serve(self) -> None:
         await self.bus.__aenter__()
@@ -133,6 +150,7 @@ class JobHost:
         self.last.clear()
         sock.setblocking(False)
         rank = _Rank(sock)
+        rank.replies.send(Op.HELLO, 0)  # the greeting: the rank knows it reached a live host (`attach`)
         self.ranks.append(rank)
         self.emptied_at = None
         assert self._tg is not None
@@ -168,6 +186,7 @@ class JobHost:
                     case Op.HELLO:
                         rank.hello = msgspec.msgpack.decode(body, type=RankHello)
                         self.seen.add(rank.hello.rank)
+                        self.pids.add(rank.hello.pid)
                     case Op.SINK:
                         self._add_sink(msgspec.msgpack.decode(body, type=SinkSpec))
                     case Op.BATCH:
@@ -194,11 +213,27 @@ class JobHost:
         except Exception as exc:
             log.error("job host: cannot load sink %r: %r", spec.name, exc)
             sink = _Unloadable(spec, f"cannot be loaded in the job host: {type(exc).__name__}: {exc}")
+        previous = self.previous.routes.get(spec.name)
+        resume = getattr(sink, "resume_output", None)
+        if previous is not None and previous.mark is not None and resume is not None:
+            resume(previous.mark)  # a crashed predecessor's unrecorded writes are cut off: sent again
+        elif previous is not None and previous.writing:
+            log.warning(
+                "job host: sink %r: the host before this one died while writing %d events to it; "
+                "they are sent again and may be in its output twice (it cannot be cut back)",
+                spec.name,
+                previous.writing,
+            )
         try:  # the job host holds its sinks' file locks (no rank does: they all add the same paths)
             self.bus.add_sink(sink, name=spec.name, config=spec.config, isolate="none")
         except InvalidConfig as exc:
             log.error("job host: sink %r cannot run: %s", spec.name, exc)
             self.bus.add_sink(_Unloadable(spec, str(exc)), name=spec.name, config=spec.config, isolate="none")
+        route = self.bus._routes[-1]
+        route.on_settled = self._settle  # recorded after every batch it writes: a successor skips it
+        if route.reducer is None:  # (with rate control, `_settle` counts what may be written)
+            route.on_writing = functools.partial(self._writing, route.name)
+        self.ledgers[route.name] = Ledger(previous, getattr(route.sink, "output_mark", None))
 
     async def _batch(self, rank: _Rank, seq: int, body: bytes) -> None:
         if seq <= rank.received:
@@ -209,18 +244,26 @@ class JobHost:
             log.error("job host: batch %d of a rank cannot be read and is skipped: %s", seq, exc)
             rank.received = seq
             return
+        batch = Batch(_key(rank), seq, events)
         async with self.feeding:
             self.token += 1
             if self.reducer is not None:
                 events = self.reducer.add_many(events, self.token)
-            await self._offer(events)
+            await self._offer(events, batch)
             rank.received = seq
             rank.marks.append(_Mark(seq, self.token, self._published(), self.reducer is None))
 
-    async def _offer(self, events: list[Event]) -> None:
+    async def _offer(self, events: list[Event], batch: Batch | None = None) -> None:
+        """Hand `events` (of `batch`, or the job's rows alone) to every route, less what a host
+        before this one settled there; each route's ledger notes them first (a route may settle
+        some while the rest waits for room)."""
         if events:
+            rows = rows_of(events, batch)
             for route in self.bus._routes:
-                await Host._offer(route, _accepted(events, route))
+                share = events if route.accepts is None else _accepted(events, route)
+                mine = rows if route.accepts is None else rows_of(share, batch)
+                share = self.ledgers[route.name].take(share, batch, mine, route.published)
+                await Host._offer(route, list(share))
 
     def _published(self) -> dict[str, int]:
         return {route.name: route.published for route in self.bus._routes}
@@ -243,6 +286,7 @@ class JobHost:
             rank.acked = rank.received
             rank.marks.clear()
             rank.replies.send(Op.ACK, rank.received)
+            self._forget(rank)
             if not self.ranks and self._all_seen():
                 self.last.append(rank)  # answered after the drain
             else:
@@ -264,6 +308,14 @@ class JobHost:
                 return
             await anyio.sleep(0.005)
 
+    def _forget(self, rank: _Rank) -> None:
+        """A rank left with everything acknowledged: it will send nothing again, so the record
+        need not cover it."""
+        if rank.hello is not None:
+            self.pids.discard(rank.hello.pid)
+            for ledger in self.ledgers.values():
+                ledger.forget(_key(rank))
+
     def _all_seen(self) -> bool:
         return len(self.seen) >= self.hello.local_world_size
 
@@ -277,6 +329,7 @@ class JobHost:
                     await self._offer(self.reducer.expired())
                     self._finalize_marks()
             self._report()
+            self._settle()
             if _terminated:
                 self._stop()
             self._maybe_stop()
@@ -295,6 +348,36 @@ class JobHost:
                     break
                 published = published or self._published()
                 mark.published, mark.final = published, True
+
+    def _writing(self, name: str, events: int) -> None:
+        """A sink is handed `events`: recorded first, so that a successor knows they may be
+        written already if this host is killed before they settle (a sink whose output it cannot
+        cut back to the recorded mark may then hold them twice, and it says so)."""
+        ledger = self.ledgers.get(name)
+        if ledger is not None:
+            ledger.progress.writing = events
+            self._settle(changed=True)
+
+    def _settle(self, *, changed: bool = False) -> None:
+        """Note what every route has settled since, and write the progress record: called after
+        each batch a sink writes (a crash right after must not write it again) and every tick."""
+        for route in self.bus._routes:
+            ledger = self.ledgers.get(route.name)
+            if ledger is None:
+                continue
+            settled = _settled(route)
+            if route.reducer is not None and settled != route.published:
+                # Rate control counts the events it folds as settled before their row is written,
+                # so its count is what was written only when nothing is pending: record then.
+                changed = ledger.unrecorded_writing() or changed
+                continue
+            if ledger.settle(settled, writing=route.in_flight > 0):
+                changed = True
+        if changed or self.pids != set(self._record_pids):
+            self._record_pids = sorted(self.pids)
+            routes = dict(self.previous.routes)  # a sink not added again yet keeps its part
+            routes.update((name, ledger.progress) for name, ledger in self.ledgers.items())
+            self.record.write(JobProgress(pids=self._record_pids, routes=routes))
 
     def _report(self) -> None:
         settled = {route.name: _settled(route) for route in self.bus._routes}
@@ -349,6 +432,10 @@ class JobHost:
             for line in missing_lines(self.reducer.stats()):
                 log.warning("job %s: %s", self.hello.name, line)
         await self.bus.aclose(timeout=max(0.0, deadline - time.monotonic()))
+        if self.ranks:  # still connected (SIGTERM): they send the next host what it must skip
+            self._settle()
+        else:
+            self.record.remove()
         for rank in self.last:
             assert rank.closing is not None
             rank.replies.send(Op.CLOSED, rank.closing, self._stats_body(rank))
@@ -359,6 +446,23 @@ class JobHost:
             rank.close()
         with contextlib.suppress(OSError):
             self.listener.close()
+
+
+def _key(rank: _Rank) -> str:
+    """A rank's name in the progress record: its rank, pid and link (a rank started again, or a
+    second logger of it, numbers its batches from 1 again)."""
+    hello = rank.hello
+    return "?" if hello is None else f"{hello.rank}/{hello.pid}/{hello.link}"
+
+
+def _recover_steps(reducer: RankReducer, previous: JobProgress) -> None:
+    """The steps whose row every sink of a crashed predecessor settled are not reduced again."""
+    routes = list(previous.routes.values())
+    if not routes:
+        return
+    for site in {site for route in routes for site in route.rows}:
+        each = [Steps(route.rows.get(site, [])) for route in routes]
+        reducer.recover(site, [step for step in each[0] if all(step in steps for steps in each[1:])])
 
 
 _terminated = False  # SIGTERM came: stop as if the last rank had left

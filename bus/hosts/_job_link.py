@@ -62,6 +62,7 @@ class JobLink(HostLink):
         self._sock: socket.socket | None = None
         self._host_pid: int | None = None
         self._spawned: list[subprocess.Popen[bytes]] = []  # hosts this rank started (reaped at close)
+        self._link_id = os.urandom(6).hex()  # two loggers of one rank number their batches apart
         super().__init__(f"job {job.name}", pump, shutdown_timeout=shutdown_timeout)
 
     @property
@@ -100,7 +101,7 @@ class JobLink(HostLink):
         sock, proc = attach(self.run, self._spawn, timeout=max(30.0, 2 * self.shutdown_timeout))
         if proc is not None:
             self._spawned.append(proc)
-        hello = RankHello(rank=self.job.rank, pid=os.getpid(), site=self.site)
+        hello = RankHello(rank=self.job.rank, pid=os.getpid(), site=self.site, link=self._link_id)
         sock.sendall(wire.frame(Op.HELLO, 0, msgspec.msgpack.encode(hello)))
         sock.setblocking(False)
         self._sock = sock

@@ -49,3 +49,4 @@ class RankHello(msgspec.Struct, frozen=True):
     rank: int
     pid: int
     site: str = ""  # the job's site in the ranks' origins (the reducer's job)
+    link: str = ""  # this logger's link, the same on every reconnect: its batch numbers are its own
