@@ -1,25 +1,34 @@
-"""The Redis bridge: 8 producer processes x 100,000 events through one redis-server into one
-aggregator writing CSV + JSONL, against the same events through one local bus; and what a
-RedisSink next to the local sinks costs the training thread per value.
+"""The Redis bridge: N producer processes through one redis-server into one aggregator writing
+CSV + JSONL, against the same events through one local bus; and what a RedisSink next to the
+local sinks costs the training thread per value.
 
-    python benchmarks/bench_redis.py [--producers 8] [--events 100000]
+    python benchmarks/bench_redis.py [--producers 8 2] [--total 800000] [--rounds 3]
 
-End to end runs from the moment every producer is started and ready (imports done, logger open)
-to the moment the aggregator has published every event and its sinks have flushed them.
+Both sides log the same `--total` events (`--producers` processes share them out) into the same
+two sinks on the same machine, and both are timed the same way: from the moment the logging
+starts, every sink host already up (imports done, sinks open), to the moment the last sink has
+flushed the last event (the aggregator's, for Redis). Starting and closing processes is left out
+of both. The rounds interleave (Redis x N, local, Redis x M, ...) and the medians are reported,
+with the CPU time each part of the pipeline spent (getrusage of each producer and of its sink
+host, psutil for redis-server, process_time for the aggregator and the local trainer).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import anyio
+import psutil
 
 from benchmarks._common import median_seconds, write_result
 from bus import MetricBus, Origin, RetryPolicy
@@ -28,27 +37,45 @@ from sinks import CsvSink, JsonlSink, RedisSink
 from tests.redis_server import RedisServer
 
 _PRODUCER = """
-import sys
+import json, resource, sys
 from bus import Origin
 from producers import MetricLogger
 from sinks import RedisSink
-url, rank, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+url, stream, rank, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 log = MetricLogger(origin=Origin(rank=rank))
-log.add_sink(RedisSink(url, stream="bench"))
+log.add_sink(RedisSink(url, stream=stream))
+log.flush()  # the sink host is up and its sink open
 print("ready", flush=True)
 sys.stdin.readline()
 scalar = log.scalar
 for step in range(n):
     scalar("x", 0.5, step)
 log.close()
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+print(json.dumps({"trainer": cpu(resource.RUSAGE_SELF), "host": cpu(resource.RUSAGE_CHILDREN)}), flush=True)
 """
 
 
-def end_to_end(url: str, out: Path, producers: int, events: int) -> float:
-    """Seconds from 'go' to every event written at the aggregator."""
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a process and of its live children (its sink host)."""
+    proc = psutil.Process(pid)
+    return _cpu(proc), sum(_cpu(child) for child in proc.children(recursive=True))
+
+
+def end_to_end(server: RedisServer, out: Path, producers: int, total: int, tag: str) -> dict[str, Any]:
+    """Wall and CPU seconds from 'go' to every event written and flushed at the aggregator."""
+    stream = f"bench-{tag}"
+    each = total // producers
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PRODUCER, url, str(rank), str(events)],
+            [sys.executable, "-c", _PRODUCER, server.url, stream, str(rank), str(each)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -57,13 +84,17 @@ def end_to_end(url: str, out: Path, producers: int, events: int) -> float:
     ]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    total = producers * events
+    assert server.proc is not None
+    redis_proc = psutil.Process(server.proc.pid)
 
-    async def aggregate() -> float:
-        source = RedisSource(url, stream="bench", count=100)
-        async with MetricBus([CsvSink(out / "agg.csv"), JsonlSink(out / "agg.jsonl")]) as bus:
+    async def aggregate() -> dict[str, Any]:
+        source = RedisSource(server.url, stream=stream, count=100)
+        sinks = [CsvSink(out / f"agg-{tag}.csv"), JsonlSink(out / f"agg-{tag}.jsonl")]
+        async with MetricBus(sinks) as bus:
             bus.add_producer(source)
             await anyio.sleep(0.2)  # the source has made its group and waits for entries
+            at_go = [_tree_cpu(p.pid) for p in procs]
+            redis_go, agg_go = _cpu(redis_proc), time.process_time()
             start = time.perf_counter()
             for p in procs:
                 assert p.stdin is not None
@@ -73,25 +104,42 @@ def end_to_end(url: str, out: Path, producers: int, events: int) -> float:
                 while source.stats().events < total:  # noqa: ASYNC110 - polling the source's counter
                     await anyio.sleep(0.005)
             await bus.flush()
-            elapsed = time.perf_counter() - start
+            wall = time.perf_counter() - start
+            agg_cpu, redis_cpu = time.process_time() - agg_go, _cpu(redis_proc) - redis_go
             source.stop()
-        return elapsed
+        return {"wall": wall, "at_go": at_go, "aggregator": agg_cpu, "redis": redis_cpu}
 
-    elapsed = anyio.run(aggregate)
-    for p in procs:
+    run = anyio.run(aggregate)
+    trainers = hosts = 0.0
+    for p, (trainer_go, host_go) in zip(procs, run.pop("at_go"), strict=True):
+        assert p.stdout is not None
+        used = json.loads(p.stdout.readline())  # after its close: the host is reaped, in RUSAGE_CHILDREN
         assert p.wait(60) == 0
-    return elapsed
+        trainers += used["trainer"] - trainer_go  # each includes its own close
+        hosts += used["host"] - host_go
+    return {**run, "producers": trainers, "hosts": hosts}
 
 
-def local(out: Path, producers: int, events: int) -> float:
-    """The same events, logged by one process through one local bus into CSV + JSONL."""
-    start = time.perf_counter()
-    with MetricLogger([CsvSink(out / "local.csv"), JsonlSink(out / "local.jsonl")]) as log:
-        for rank in range(producers):
-            log.origin = Origin(rank=rank)
-            for step in range(events):
-                log.scalar("x", 0.5, step)
-    return time.perf_counter() - start
+def local(out: Path, producers: int, total: int, tag: str) -> dict[str, Any]:
+    """The same events, logged by one process through one local bus into CSV + JSONL, one
+    origin per would-be producer; timed from the first call (the host up) to the sinks flushed."""
+    each = total // producers
+    log = MetricLogger([CsvSink(out / f"local-{tag}.csv"), JsonlSink(out / f"local-{tag}.jsonl")])
+    log.flush()  # the sink host is up and its sinks open
+    me = psutil.Process()
+    hosts = [c for c in me.children() if c.name() != "redis-server"]
+    hosts_go = sum(_cpu(h) for h in hosts)
+    cpu_go, start = time.process_time(), time.perf_counter()
+    scalar = log.scalar
+    for rank in range(producers):
+        log.origin = Origin(rank=rank)
+        for step in range(each):
+            scalar("x", 0.5, step)
+    log.flush()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_go
+    hosts_cpu = sum(_cpu(h) for h in hosts) - hosts_go
+    log.close()
+    return {"wall": wall, "trainer": cpu, "host": hosts_cpu}
 
 
 def per_call(out: Path, url: str | None, calls: int = 200_000) -> float:
@@ -115,32 +163,70 @@ def per_call(out: Path, url: str | None, calls: int = 200_000) -> float:
     return seconds / calls * 1e9
 
 
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--producers", type=int, default=8)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--producers", type=int, nargs="+", default=[8, 2])
+    parser.add_argument("--total", type=int, default=800_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    total = args.producers * args.events
+    total = args.total
+    redis_runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.producers}
+    local_runs: list[dict[str, Any]] = []
+    ratios: dict[int, list[float]] = {n: [] for n in args.producers}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         server = RedisServer(out / "redis")
         server.start()
         try:
-            e2e = end_to_end(server.url, out, args.producers, args.events)
-            base = local(out, args.producers, args.events)
+            for r in range(args.rounds):  # interleaved: a noisy moment hits both sides alike
+                for i, n in enumerate(args.producers):
+                    redis_runs[n].append(end_to_end(server, out, n, total, f"{r}-{n}"))
+                    if i == 0:
+                        local_runs.append(local(out, args.producers[0], total, str(r)))
+                for n in args.producers:
+                    ratios[n].append(local_runs[-1]["wall"] / redis_runs[n][-1]["wall"])
+                print(
+                    f"round {r}: local {local_runs[-1]['wall']:.2f}s, "
+                    + ", ".join(f"redis x{n} {redis_runs[n][-1]['wall']:.2f}s" for n in args.producers),
+                    flush=True,
+                )
             plain = per_call(out, None)
             bridged = per_call(out, server.url)
         finally:
             server.stop()
-    rows = [
+    base = _median(local_runs, "wall")
+    rows: list[dict[str, Any]] = [
         {
-            "what": f"end to end, {args.producers} processes x {args.events:,} via Redis -> CSV + JSONL",
-            "value": total / e2e,
+            "what": "the same events through one local bus -> CSV + JSONL",
+            "value": total / base,
             "unit": "events/s",
-            "seconds": round(e2e, 3),
-        },
-        {"what": "the same events through one local bus -> CSV + JSONL", "value": total / base, "unit": "events/s"},
-        {"what": "end to end via Redis / one local bus", "value": base / e2e, "unit": "x"},
+            "seconds": round(base, 3),
+            "cpu_s": {k: round(_median(local_runs, k), 3) for k in ("trainer", "host")},
+        }
+    ]
+    for n, runs in redis_runs.items():
+        wall = _median(runs, "wall")
+        cpu = {k: round(_median(runs, k), 3) for k in ("producers", "hosts", "redis", "aggregator")}
+        rows += [
+            {
+                "what": f"end to end, {n} processes x {total // n:,} via Redis -> CSV + JSONL",
+                "value": total / wall,
+                "unit": "events/s",
+                "seconds": round(wall, 3),
+                "cpu_s": cpu,
+            },
+            {
+                "what": f"end to end via Redis ({n} processes) / one local bus",
+                "value": statistics.median(ratios[n]),
+                "unit": "x",
+                "rounds": [round(x, 3) for x in ratios[n]],
+            },
+        ]
+    rows += [
         {"what": "training thread per log.scalar, CSV + JSONL", "value": plain, "unit": "ns"},
         {"what": "training thread per log.scalar, CSV + JSONL + RedisSink", "value": bridged, "unit": "ns"},
     ]
