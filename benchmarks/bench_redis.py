@@ -36,6 +36,14 @@ from producers import MetricLogger, RedisSource
 from sinks import CsvSink, JsonlSink, RedisSink
 from tests.redis_server import RedisServer
 
+# A producer is a training job of its own, as a launcher (torchrun, a shell, a scheduler) starts it:
+# its own session, like the sink host it starts (start_new_session) and like `metricbus aggregate`
+# in a service. Linux's autogroup scheduler (kernel.sched_autogroup_enabled=1, the default on
+# desktop kernels and on this machine) shares the CPU between sessions first: as children in this
+# script's session, the 8 trainers shared one group's share with the aggregator, which then got
+# about 1/9 of 1/9 of the machine while they ran - a situation no deployment has (the aggregator
+# is on a machine of its own, or at least in a session of its own). The local side already has
+# its host in a session of its own.
 _PRODUCER = """
 import json, resource, sys
 from bus import Origin
@@ -79,6 +87,7 @@ def end_to_end(server: RedisServer, out: Path, producers: int, total: int, tag: 
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # a job of its own: see above _PRODUCER
         )
         for rank in range(producers)
     ]
