@@ -2,7 +2,7 @@
 CSV + JSONL, against the same events through one local bus; and what a RedisSink next to the
 local sinks costs the training thread per value.
 
-    python benchmarks/bench_redis.py [--producers 8 2] [--total 800000] [--rounds 3]
+    python benchmarks/bench_redis.py [--producers 8 2] [--total 800000] [--rounds 3] [--repo OTHER]
 
 Both sides log the same `--total` events (`--producers` processes share them out) into the same
 two sinks on the same machine, and both are timed the same way: from the moment the logging
@@ -10,13 +10,16 @@ starts, every sink host already up (imports done, sinks open), to the moment the
 flushed the last event (the aggregator's, for Redis). Starting and closing processes is left out
 of both. The rounds interleave (Redis x N, local, Redis x M, ...) and the medians are reported,
 with the CPU time each part of the pipeline spent (getrusage of each producer and of its sink
-host, psutil for redis-server, process_time for the aggregator and the local trainer).
+host, psutil for redis-server, process_time for the aggregator and the local trainer). Each
+measurement runs in an interpreter of its own; `--repo` adds another checkout's metricbus (an
+earlier commit, say) to the same rounds, so a before/after comparison sees the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,16 +28,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve()
+# `--root DIR`: the metricbus checkout this interpreter measures (see `measure`); default this one
+ROOT = Path(sys.argv[sys.argv.index("--root") + 1]).resolve() if "--root" in sys.argv else HERE.parents[1]
+sys.path.insert(0, str(HERE.parents[1]))  # benchmarks._common, tests.redis_server
+sys.path.insert(0, str(ROOT))
 
-import anyio
-import psutil
+import anyio  # noqa: E402
+import psutil  # noqa: E402
 
-from benchmarks._common import median_seconds, write_result
-from bus import MetricBus, Origin, RetryPolicy
-from producers import MetricLogger, RedisSource
-from sinks import CsvSink, JsonlSink, RedisSink
-from tests.redis_server import RedisServer
+from benchmarks._common import median_seconds, write_result  # noqa: E402
+from bus import MetricBus, Origin, RetryPolicy  # noqa: E402
+from producers import MetricLogger, RedisSource  # noqa: E402
+from sinks import CsvSink, JsonlSink, RedisSink  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 # A producer is a training job of its own, as a launcher (torchrun, a shell, a scheduler) starts it:
 # its own session, like the sink host it starts (start_new_session) and like `metricbus aggregate`
@@ -77,13 +84,14 @@ def _tree_cpu(pid: int) -> tuple[float, float]:
     return _cpu(proc), sum(_cpu(child) for child in proc.children(recursive=True))
 
 
-def end_to_end(server: RedisServer, out: Path, producers: int, total: int, tag: str) -> dict[str, Any]:
+def end_to_end(url: str, redis_pid: int, out: Path, producers: int, total: int, tag: str) -> dict[str, Any]:
     """Wall and CPU seconds from 'go' to every event written and flushed at the aggregator."""
     stream = f"bench-{tag}"
     each = total // producers
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PRODUCER, server.url, stream, str(rank), str(each)],
+            [sys.executable, "-c", _PRODUCER, url, stream, str(rank), str(each)],
+            cwd=ROOT,  # `-c` imports from the current directory first: the checkout measured
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -93,11 +101,10 @@ def end_to_end(server: RedisServer, out: Path, producers: int, total: int, tag: 
     ]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    assert server.proc is not None
-    redis_proc = psutil.Process(server.proc.pid)
+    redis_proc = psutil.Process(redis_pid)
 
     async def aggregate() -> dict[str, Any]:
-        source = RedisSource(server.url, stream=stream, count=100)
+        source = RedisSource(url, stream=stream, count=100)
         sinks = [CsvSink(out / f"agg-{tag}.csv"), JsonlSink(out / f"agg-{tag}.jsonl")]
         async with MetricBus(sinks) as bus:
             bus.add_producer(source)
@@ -176,41 +183,35 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--producers", type=int, nargs="+", default=[8, 2])
-    parser.add_argument("--total", type=int, default=800_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    total = args.total
-    redis_runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.producers}
-    local_runs: list[dict[str, Any]] = []
-    ratios: dict[int, list[float]] = {n: [] for n in args.producers}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        server = RedisServer(out / "redis")
-        server.start()
-        try:
-            for r in range(args.rounds):  # interleaved: a noisy moment hits both sides alike
-                for i, n in enumerate(args.producers):
-                    redis_runs[n].append(end_to_end(server, out, n, total, f"{r}-{n}"))
-                    if i == 0:
-                        local_runs.append(local(out, args.producers[0], total, str(r)))
-                for n in args.producers:
-                    ratios[n].append(local_runs[-1]["wall"] / redis_runs[n][-1]["wall"])
-                print(
-                    f"round {r}: local {local_runs[-1]['wall']:.2f}s, "
-                    + ", ".join(f"redis x{n} {redis_runs[n][-1]['wall']:.2f}s" for n in args.producers),
-                    flush=True,
-                )
-            plain = per_call(out, None)
-            bridged = per_call(out, server.url)
-        finally:
-            server.stop()
+def measure(root: Path, what: str, url: str, redis_pid: int, out: Path, producers: int, total: int, tag: str) -> Any:
+    """One measurement (`what`: "redis" or "local") of the checkout at `root`, in an interpreter
+    of its own (this script again, with --one): imports, caches and garbage of one measurement
+    never colour the next, and another checkout's metricbus is measured the same way."""
+    args = [sys.executable, str(HERE), "--one", what, url, str(redis_pid), str(out), str(producers), str(total), tag]
+    env = {**os.environ, "PYTHONPATH": str(root)}  # its producers and their hosts import that checkout only
+    proc = subprocess.run([*args, "--root", str(root)], capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} x{producers} ({root}) failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def one(argv: list[str]) -> None:
+    """The --one entry point: run one measurement here and print it as JSON."""
+    what, url, redis_pid, out, producers, total, tag = argv[:7]
+    if what == "redis":
+        result = end_to_end(url, int(redis_pid), Path(out), int(producers), int(total), tag)
+    else:
+        result = local(Path(out), int(producers), int(total), tag)
+    print(json.dumps(result))
+
+
+def rows_of(label: str, total: int, local_runs: list[Any], redis_runs: dict[int, list[Any]]) -> list[dict[str, Any]]:
+    """The rows of one checkout: the local bus, then each producer count and its ratio (the
+    median of the per-round ratios, each round's Redis run against that round's local run)."""
     base = _median(local_runs, "wall")
     rows: list[dict[str, Any]] = [
         {
-            "what": "the same events through one local bus -> CSV + JSONL",
+            "what": f"{label}the same events through one local bus -> CSV + JSONL",
             "value": total / base,
             "unit": "events/s",
             "seconds": round(base, 3),
@@ -219,22 +220,62 @@ def main() -> None:
     ]
     for n, runs in redis_runs.items():
         wall = _median(runs, "wall")
-        cpu = {k: round(_median(runs, k), 3) for k in ("producers", "hosts", "redis", "aggregator")}
+        ratios = [b["wall"] / r["wall"] for b, r in zip(local_runs, runs, strict=True)]
         rows += [
             {
-                "what": f"end to end, {n} processes x {total // n:,} via Redis -> CSV + JSONL",
+                "what": f"{label}end to end, {n} processes x {total // n:,} via Redis -> CSV + JSONL",
                 "value": total / wall,
                 "unit": "events/s",
                 "seconds": round(wall, 3),
-                "cpu_s": cpu,
+                "cpu_s": {k: round(_median(runs, k), 3) for k in ("producers", "hosts", "redis", "aggregator")},
             },
             {
-                "what": f"end to end via Redis ({n} processes) / one local bus",
-                "value": statistics.median(ratios[n]),
+                "what": f"{label}end to end via Redis ({n} processes) / one local bus",
+                "value": statistics.median(ratios),
                 "unit": "x",
-                "rounds": [round(x, 3) for x in ratios[n]],
+                "rounds": [round(x, 3) for x in ratios],
             },
         ]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--producers", type=int, nargs="+", default=[8, 2])
+    parser.add_argument("--total", type=int, default=800_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repo", type=Path, help="another checkout to measure in the same rounds")
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    total = args.total
+    roots = {"": ROOT} | ({f"[{args.repo.name}] ": args.repo.resolve()} if args.repo is not None else {})
+    local_runs: dict[str, list[Any]] = {label: [] for label in roots}
+    redis_runs: dict[str, dict[int, list[Any]]] = {label: {n: [] for n in args.producers} for label in roots}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        server = RedisServer(out / "redis")
+        server.start()
+        assert server.proc is not None
+        try:
+            for r in range(args.rounds):  # interleaved: a noisy moment hits every contender alike
+                for label, root in roots.items():
+                    for i, n in enumerate(args.producers):
+                        tag = f"{r}-{n}-{len(label)}"
+                        redis_runs[label][n].append(
+                            measure(root, "redis", server.url, server.proc.pid, out, n, total, tag)
+                        )
+                        if i == 0:
+                            local_runs[label].append(measure(root, "local", "", 0, out, n, total, tag))
+                    print(
+                        f"round {r} {label}: local {local_runs[label][-1]['wall']:.2f}s, "
+                        + ", ".join(f"redis x{n} {redis_runs[label][n][-1]['wall']:.2f}s" for n in args.producers),
+                        flush=True,
+                    )
+            plain = per_call(out, None)
+            bridged = per_call(out, server.url)
+        finally:
+            server.stop()
+    rows = [row for label in roots for row in rows_of(label, total, local_runs[label], redis_runs[label])]
     rows += [
         {"what": "training thread per log.scalar, CSV + JSONL", "value": plain, "unit": "ns"},
         {"what": "training thread per log.scalar, CSV + JSONL + RedisSink", "value": bridged, "unit": "ns"},
@@ -243,4 +284,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--one" in sys.argv:
+        one(sys.argv[sys.argv.index("--one") + 1 :])
+    else:
+        main()
