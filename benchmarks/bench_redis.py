@@ -3,6 +3,7 @@ CSV + JSONL, against the same events through one local bus; and what a RedisSink
 local sinks costs the training thread per value.
 
     python benchmarks/bench_redis.py [--producers 8 2] [--total 800000] [--rounds 3] [--repo OTHER]
+                                     [--pinned 8 2]
 
 Both sides log the same `--total` events (`--producers` processes share them out) into the same
 two sinks on the same machine, and both are timed the same way: from the moment the logging
@@ -13,6 +14,8 @@ with the CPU time each part of the pipeline spent (getrusage of each producer an
 host, psutil for redis-server, process_time for the aggregator and the local trainer). Each
 measurement runs in an interpreter of its own; `--repo` adds another checkout's metricbus (an
 earlier commit, say) to the same rounds, so a before/after comparison sees the same machine.
+`--pinned N` adds rows with the aggregator on one CPU and the N producers on the others: the
+producers on machines of their own, as far as one machine can show it.
 """
 
 from __future__ import annotations
@@ -84,10 +87,18 @@ def _tree_cpu(pid: int) -> tuple[float, float]:
     return _cpu(proc), sum(_cpu(child) for child in proc.children(recursive=True))
 
 
-def end_to_end(url: str, redis_pid: int, out: Path, producers: int, total: int, tag: str) -> dict[str, Any]:
-    """Wall and CPU seconds from 'go' to every event written and flushed at the aggregator."""
+def end_to_end(
+    url: str, redis_pid: int, out: Path, producers: int, total: int, tag: str, *, pinned: bool = False
+) -> dict[str, Any]:
+    """Wall and CPU seconds from 'go' to every event written and flushed at the aggregator.
+    `pinned`: the aggregator on CPU 0 only and the producers (and their sink hosts) on the
+    others, as when the producers run on machines of their own: the aggregator never waits
+    for a core while they log, and they never get its core."""
     stream = f"bench-{tag}"
     each = total // producers
+    cpus = sorted(os.sched_getaffinity(0))
+    if pinned:
+        os.sched_setaffinity(0, cpus[:1])
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _PRODUCER, url, stream, str(rank), str(each)],
@@ -96,6 +107,7 @@ def end_to_end(url: str, redis_pid: int, out: Path, producers: int, total: int, 
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,  # a job of its own: see above _PRODUCER
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus[1:])) if pinned else None,  # its host inherits it
         )
         for rank in range(producers)
     ]
@@ -198,14 +210,16 @@ def measure(root: Path, what: str, url: str, redis_pid: int, out: Path, producer
 def one(argv: list[str]) -> None:
     """The --one entry point: run one measurement here and print it as JSON."""
     what, url, redis_pid, out, producers, total, tag = argv[:7]
-    if what == "redis":
-        result = end_to_end(url, int(redis_pid), Path(out), int(producers), int(total), tag)
+    if what in ("redis", "pinned"):
+        result = end_to_end(url, int(redis_pid), Path(out), int(producers), int(total), tag, pinned=what == "pinned")
     else:
         result = local(Path(out), int(producers), int(total), tag)
     print(json.dumps(result))
 
 
-def rows_of(label: str, total: int, local_runs: list[Any], redis_runs: dict[int, list[Any]]) -> list[dict[str, Any]]:
+def rows_of(
+    label: str, total: int, local_runs: list[Any], redis_runs: dict[tuple[int, bool], list[Any]]
+) -> list[dict[str, Any]]:
     """The rows of one checkout: the local bus, then each producer count and its ratio (the
     median of the per-round ratios, each round's Redis run against that round's local run)."""
     base = _median(local_runs, "wall")
@@ -218,19 +232,20 @@ def rows_of(label: str, total: int, local_runs: list[Any], redis_runs: dict[int,
             "cpu_s": {k: round(_median(local_runs, k), 3) for k in ("trainer", "host")},
         }
     ]
-    for n, runs in redis_runs.items():
+    for (n, pinned), runs in redis_runs.items():
+        pin = ", the aggregator on a CPU of its own" if pinned else ""
         wall = _median(runs, "wall")
         ratios = [b["wall"] / r["wall"] for b, r in zip(local_runs, runs, strict=True)]
         rows += [
             {
-                "what": f"{label}end to end, {n} processes x {total // n:,} via Redis -> CSV + JSONL",
+                "what": f"{label}end to end, {n} processes x {total // n:,} via Redis -> CSV + JSONL{pin}",
                 "value": total / wall,
                 "unit": "events/s",
                 "seconds": round(wall, 3),
                 "cpu_s": {k: round(_median(runs, k), 3) for k in ("producers", "hosts", "redis", "aggregator")},
             },
             {
-                "what": f"{label}end to end via Redis ({n} processes) / one local bus",
+                "what": f"{label}end to end via Redis ({n} processes{pin}) / one local bus",
                 "value": statistics.median(ratios),
                 "unit": "x",
                 "rounds": [round(x, 3) for x in ratios],
@@ -245,12 +260,14 @@ def main() -> None:
     parser.add_argument("--total", type=int, default=800_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repo", type=Path, help="another checkout to measure in the same rounds")
+    parser.add_argument("--pinned", type=int, nargs="*", default=[], help="these producer counts again, pinned")
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     total = args.total
     roots = {"": ROOT} | ({f"[{args.repo.name}] ": args.repo.resolve()} if args.repo is not None else {})
     local_runs: dict[str, list[Any]] = {label: [] for label in roots}
-    redis_runs: dict[str, dict[int, list[Any]]] = {label: {n: [] for n in args.producers} for label in roots}
+    kinds = [(n, False) for n in args.producers] + [(n, True) for n in args.pinned]
+    redis_runs: dict[str, dict[tuple[int, bool], list[Any]]] = {label: {k: [] for k in kinds} for label in roots}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         server = RedisServer(out / "redis")
@@ -259,16 +276,20 @@ def main() -> None:
         try:
             for r in range(args.rounds):  # interleaved: a noisy moment hits every contender alike
                 for label, root in roots.items():
-                    for i, n in enumerate(args.producers):
-                        tag = f"{r}-{n}-{len(label)}"
-                        redis_runs[label][n].append(
-                            measure(root, "redis", server.url, server.proc.pid, out, n, total, tag)
+                    for i, (n, pinned) in enumerate(kinds):
+                        tag = f"{r}-{n}-{pinned:d}-{len(label)}"
+                        what = "pinned" if pinned else "redis"
+                        redis_runs[label][n, pinned].append(
+                            measure(root, what, server.url, server.proc.pid, out, n, total, tag)
                         )
                         if i == 0:
                             local_runs[label].append(measure(root, "local", "", 0, out, n, total, tag))
                     print(
                         f"round {r} {label}: local {local_runs[label][-1]['wall']:.2f}s, "
-                        + ", ".join(f"redis x{n} {redis_runs[label][n][-1]['wall']:.2f}s" for n in args.producers),
+                        + ", ".join(
+                            f"redis x{n}{' pinned' if p else ''} {runs[-1]['wall']:.2f}s"
+                            for (n, p), runs in redis_runs[label].items()
+                        ),
                         flush=True,
                     )
             plain = per_call(out, None)
