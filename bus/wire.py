@@ -42,6 +42,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_events",
+    "encode_rows",
     "frame",
     "item_kinds",
     "iter_frames",
@@ -88,6 +89,47 @@ def encode(scopes: Sequence[Scope], items: Sequence[Any]) -> bytes:
 def encode_events(events: Sequence[Event]) -> bytes:
     """A body of whole events only."""
     return _encoder.encode(((), events))
+
+
+def encode_rows(events: Sequence[Event]) -> bytes:
+    """A body of `events` with every Scalar and Metrics written as a row of its scope, the
+    other kinds whole. It decodes to the same events as `encode_events` but is about a third of
+    its size and decodes two to three times faster: each origin and context is decoded (and
+    validated) once per body instead of once per event, and the events that come out share them,
+    so a sink's per-origin work (a label, a file) is done once per body too. It costs more to
+    encode (a Python loop), so it suits a body that is encoded once and decoded once per event
+    (the Redis bridge)."""
+    scopes: list[Scope] = []
+    index: dict[Scope, int] = {}
+    items: list[Any] = []
+    add = items.append
+    last_origin: Origin | None = None
+    last_context: Context | None = None
+    scope = 0
+    for event in events:
+        kind = type(event)
+        if kind is not Scalar and kind is not Metrics:
+            add(event)
+            continue
+        origin, context = event.origin, event.context
+        if origin is not last_origin or context is not last_context:
+            last_origin, last_context = origin, context
+            key = (origin, context)
+            found = index.get(key)
+            if found is None:
+                found = index[key] = len(scopes)
+                scopes.append(key)
+            scope = found
+        if kind is Scalar:
+            if scope:
+                add((event.name, event.value, event.step, event.wall_time, scope))  # type: ignore[union-attr]
+            else:  # the common row: decode's fast path
+                add((event.name, event.value, event.step, event.wall_time))  # type: ignore[union-attr]
+        elif scope:
+            add([event.values, event.step, event.wall_time, scope])  # type: ignore[union-attr]
+        else:
+            add([event.values, event.step, event.wall_time])  # type: ignore[union-attr]
+    return _encoder.encode((scopes, items))
 
 
 def decode(body: bytes) -> list[Event]:

@@ -92,6 +92,7 @@ def test_every_new_kind_is_an_event_type_and_survives_the_wire_and_jsonl(tmp_pat
     events = one_of_each()
     assert {type(e) for e in events} <= set(EVENT_TYPES)
     assert comparable(wire.decode(wire.encode_events(events))) == comparable(events)
+    assert comparable(wire.decode(wire.encode_rows(events))) == comparable(events)
     with MetricLogger(sinks=[JsonlSink(tmp_path / "events.jsonl")]) as log:
         for event in events:
             log.publish(event)

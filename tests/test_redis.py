@@ -19,7 +19,7 @@ import pytest
 import redis
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bus import Context, Event, InvalidConfig, MetricBus, Metrics, Origin, Scalar, wire
+from bus import Context, Event, InvalidConfig, MetricBus, Metrics, Origin, Scalar, Text, wire
 from producers import RedisSource, origin_from_env
 from producers._plan import load_plan
 from sinks import MemorySink, RedisSink, read_jsonl
@@ -518,3 +518,24 @@ def test_aggregate_without_pipeline_metrics_writes_only_what_it_reads(server: Re
     assert stats["pipeline"] is None
     assert all(s["delivered"] == 2_000 for s in stats["sinks"].values())
     assert not any(isinstance(e, Metrics) for e in read_jsonl(tmp_path / "out.jsonl"))
+
+
+def test_an_entry_carries_rows_that_decode_to_the_same_events_and_share_their_scopes() -> None:
+    """RedisSink's body (`wire.encode_rows`): Scalars and Metrics as rows of their scope, any
+    other kind whole, in order; a third of the bytes of whole events; the events that come out
+    of one entry share each origin and context (a sink works out a label once per entry)."""
+    site, rank = Origin(site="a", rank=1), Origin(rank=2)
+    events: list[Event] = [
+        *(Scalar("loss", 0.5 + i, i, wall_time=1.0e9 + i, origin=rank) for i in range(100)),
+        Metrics({"acc": 0.9}, 3, wall_time=1.0e9, origin=site, context=Context(epoch=2)),
+        Scalar("lr", 0.1, 3, wall_time=1.0e9, origin=site, context=Context(epoch=2)),
+        Text("note", "hello", 4, origin=site),
+        Scalar("loss", 9.0, 5, wall_time=1.0e9, origin=rank),
+        Metrics({"b": 1.0}, 6, wall_time=1.0e9),
+    ]
+    body = entry_fields("p1", 1, events)["d"]
+    assert isinstance(body, bytes)
+    decoded = wire.decode(body)
+    assert decoded == events
+    assert len(body) * 2 < len(wire.encode_events(events))
+    assert len({id(e.origin) for e in decoded if e.origin == rank}) == 1
