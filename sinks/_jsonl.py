@@ -131,13 +131,13 @@ class JsonlSink(Sink):
         return f"jsonl:{self.path.as_posix()}"
 
     def output_mark(self) -> int | None:
-        """Where the file ends after the last batch written (None while not open). A job's sink
-        host records it with what it settled; after a crash its successor passes it to
-        `resume_output`."""
+        """Where the file ends after the last batch written (None while not open). A sink host
+        (private or a job's) records it with what it settled; after a crash its successor passes
+        it to `resume_output`."""
         return self._file.end
 
     def resume_output(self, mark: int) -> None:
-        """Before `open`: cut the file back to `mark`, what a job's host that crashed had
+        """Before `open`: cut the file back to `mark`, what a sink host that crashed had
         recorded; what it wrote after that is sent again, and must not be there twice."""
         self._file.resume = mark
 

@@ -4,8 +4,8 @@ A writer killed mid-write leaves a torn last record; a write that fails midway l
 batch. Either would make the next run's appended lines unparseable, so both are cut off here,
 in one place, for CSV and JSONL alike.
 
-A job's sink host that is killed may also have appended whole batches it had not recorded as
-written yet; its successor sends them again. `end` is where the last append ended, which the
+A sink host (private or a job's) that is killed may also have appended whole batches it had not
+recorded as written yet; its successor sends them again. `end` is where the last append ended, which the
 host records with what its sinks settled, and `resume` (set before `open`) cuts the file back
 to it, so those batches are written once.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import anyio
 
 from bus import Event, Sink
-from sinks import JsonlSink
+from sinks import CsvSink, JsonlSink
 
 
 class FailingSink(Sink):
@@ -74,3 +75,42 @@ class UnreachableSink(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+
+def _die_after_write(sink: DyingJsonlSink | DyingCsvSink) -> None:
+    """After the sink's write of its batch `die_at` returned: kill -9 the process it runs in (its
+    sink host), before the host can record that batch as written. Once: `marker` says it happened."""
+    sink.written += 1
+    if sink.written == sink.die_at and not sink.marker.exists():
+        sink.marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DyingJsonlSink(JsonlSink):
+    """A JSONL file whose host is killed right after the write of batch `die_at` (see `_die_after_write`)."""
+
+    def __init__(self, path: Path, die_at: int, marker: Path) -> None:
+        super().__init__(path)
+        self.die_at, self.marker, self.written = die_at, marker, 0
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        await super().write_batch(events)
+        _die_after_write(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "die_at": self.die_at, "marker": self.marker, "written": 0}
+
+
+class DyingCsvSink(CsvSink):
+    """A long CSV file whose host is killed right after the write of batch `die_at` (see `_die_after_write`)."""
+
+    def __init__(self, path: Path, die_at: int, marker: Path) -> None:
+        super().__init__(path)
+        self.die_at, self.marker, self.written = die_at, marker, 0
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        await super().write_batch(events)
+        _die_after_write(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "die_at": self.die_at, "marker": self.marker, "written": 0}

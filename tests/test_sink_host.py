@@ -9,6 +9,7 @@ in the trainer, and no process left behind.
 from __future__ import annotations
 
 import contextlib
+import csv
 import itertools
 import os
 import signal
@@ -26,7 +27,7 @@ from bus import DeliveryError, InvalidConfig, MetricBus, RetryPolicy, Scalar, Si
 from producers import MetricLogger
 from sinks import CsvSink, JsonlSink, MemorySink, read_jsonl
 from tests.helpers import normalized, wait_until, wait_until_sync
-from tests.isolated_sinks import FailingSink, HangingSink
+from tests.isolated_sinks import DyingCsvSink, DyingJsonlSink, FailingSink, HangingSink
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,6 +135,31 @@ def test_a_killed_host_is_replaced_and_every_event_arrives_once(tmp_path: Path) 
     assert sorted(steps) == list(range(n))  # every event, none twice
     assert stats.delivered == n + kills * 200
     assert all(gone(pid) for pid in killed)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_a_host_killed_between_a_write_and_its_record_writes_that_batch_once(tmp_path: Path, kind: str) -> None:
+    """kill -9 of the host right after a file sink's write returned, before the host recorded it:
+    the batch is sent again, and the new host first cuts the file back to where the record says
+    it ended, so every event is in the file once."""
+    marker = tmp_path / "died"
+    path = tmp_path / f"e.{kind}"
+    sink = DyingJsonlSink(path, 3, marker) if kind == "jsonl" else DyingCsvSink(path, 3, marker)
+    n = 3_000
+    with MetricLogger(sinks=[sink]) as log:
+        for step in range(n):
+            log.scalar("loss", float(step), step=step)
+            if step % 300 == 299:
+                log.flush()  # a batch each: the host dies after writing the third
+        stats = log.stats()[sink.name]
+    assert marker.exists() and stats.restarts == 1
+    assert stats.balanced and stats.delivered == n
+    if kind == "jsonl":
+        steps = [e.step for e in read_jsonl(path)]  # type: ignore[union-attr]
+    else:
+        with open(path, newline="", encoding="utf-8") as f:
+            steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert sorted(steps) == list(range(n))  # every event, none twice
 
 
 TRAINER = """

@@ -56,6 +56,7 @@ from ._job_ledger import Batch, Ledger, rows_of
 from ._job_progress import JobProgress, JobRecord, Steps
 from ._main import TICK, Host, _accepted, _loop_options, _read_exact, _Replies, _settled, _Unloadable
 from ._messages import JobHello, RankHello, SinkSpec
+from ._output_mark import current_mark, resume_output
 
 __all__ = ["JobHost", "main"]
 
@@ -214,10 +215,9 @@ class JobHost:
             log.error("job host: cannot load sink %r: %r", spec.name, exc)
             sink = _Unloadable(spec, f"cannot be loaded in the job host: {type(exc).__name__}: {exc}")
         previous = self.previous.routes.get(spec.name)
-        resume = getattr(sink, "resume_output", None)
-        if previous is not None and previous.mark is not None and resume is not None:
-            resume(previous.mark)  # a crashed predecessor's unrecorded writes are cut off: sent again
-        elif previous is not None and previous.writing:
+        # a crashed predecessor's unrecorded writes are cut off (they are sent again), if it can be
+        cut_back = resume_output(sink, previous.mark if previous is not None else None)
+        if not cut_back and previous is not None and previous.writing:
             log.warning(
                 "job host: sink %r: the host before this one died while writing %d events to it; "
                 "they are sent again and may be in its output twice (it cannot be cut back)",
@@ -233,7 +233,7 @@ class JobHost:
         route.on_settled = self._settle  # recorded after every batch it writes: a successor skips it
         if route.reducer is None:  # (with rate control, `_settle` counts what may be written)
             route.on_writing = functools.partial(self._writing, route.name)
-        self.ledgers[route.name] = Ledger(previous, getattr(route.sink, "output_mark", None))
+        self.ledgers[route.name] = Ledger(previous)
 
     async def _batch(self, rank: _Rank, seq: int, body: bytes) -> None:
         if seq <= rank.received:
@@ -371,7 +371,7 @@ class JobHost:
                 # so its count is what was written only when nothing is pending: record then.
                 changed = ledger.unrecorded_writing() or changed
                 continue
-            if ledger.settle(settled, writing=route.in_flight > 0):
+            if ledger.settle(settled, writing=route.in_flight > 0, mark=current_mark(route)):
                 changed = True
         if changed or self.pids != set(self._record_pids):
             self._record_pids = sorted(self.pids)

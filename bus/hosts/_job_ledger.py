@@ -12,7 +12,7 @@ what is offered again after a crash.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .._events import Event
 from ._job_progress import RouteProgress, Steps
@@ -59,14 +59,10 @@ class _Chunk:
 class Ledger:
     """One route of a job host: its settled state (`progress`, what the record keeps) and the
     chunks offered to it and not settled yet. `skipped` counts the events not offered because a
-    host before this one had settled them. `output_mark`: its sink's, if it has one (a file sink:
-    where its file ends after the last batch written)."""
+    host before this one had settled them."""
 
-    def __init__(
-        self, progress: RouteProgress | None = None, output_mark: Callable[[], int | None] | None = None
-    ) -> None:
+    def __init__(self, progress: RouteProgress | None = None) -> None:
         self.progress = progress if progress is not None else RouteProgress()
-        self.output_mark = output_mark
         self.rows = {site: Steps(ranges) for site, ranges in self.progress.rows.items()}
         self.progress.rows = {site: steps.ranges for site, steps in self.rows.items()}  # one list, shared
         self.chunks: deque[_Chunk] = deque()
@@ -87,12 +83,11 @@ class Ledger:
             self.chunks.append(_Chunk(events, batch, rows, published + len(events)))
         return events
 
-    def settle(self, settled: int, *, writing: bool = False) -> bool:
-        """The route has settled `settled` events in all: record what they were, and, unless the
-        sink is `writing` a batch (its output may end past what is settled), where its output
-        ends. True if the progress changed."""
+    def settle(self, settled: int, *, writing: bool = False, mark: int | None = None) -> bool:
+        """The route has settled `settled` events in all: record what they were, and `mark`,
+        where its sink's output ends with them (`current_mark`; None: the last one stays).
+        `writing`: a batch is being written. True if the progress changed."""
         changed = False
-        mark = self.output_mark() if self.output_mark is not None and not writing else None
         if mark is not None and mark != self.progress.mark:
             self.progress.mark = mark
             changed = True

@@ -15,8 +15,11 @@ byte on the control pipe means "the trainer is closing": the shutdown clock star
 host is blocked behind a full sink.
 
 After a crash of the host, the trainer starts a new one with `resume` and sends again every batch
-not acknowledged. Each tick the host writes, per sink, how far it has settled (`Progress`); the
-new host skips what the old one settled, so a crash writes at most one tick's events twice.
+not acknowledged. After every batch a sink writes, and each tick, the host writes, per sink, how
+far it has settled (`Progress`); the new host skips what the old one settled. A batch a sink
+wrote that the host had not recorded yet when it was killed is sent again: a file sink that
+keeps an output mark (CSV's long layout, JSONL) is first cut back to where the record says its
+file ended, so it holds that batch once; any other sink may hold it twice (at least once).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .._sink import Sink
 from .._stats import DropReason
 from ..wire import Op
 from ._messages import Hello, SinkSpec
+from ._output_mark import current_mark, resume_output
 from ._progress import Counts, Progress
 
 log = logging.getLogger("metricbus")
@@ -119,6 +123,8 @@ class Host:
         self.marks: deque[tuple[int, dict[str, int]]] = deque()
         # each route's (last batch settled, its `published` then), as of the last ack
         self.base: dict[str, tuple[int, int]] = {}
+        # each route's output mark as last recorded (kept while its sink writes or is not open)
+        self.output_marks: dict[str, int | None] = {}
         self.closing = anyio.Event()
         self.deadline = float("inf")
         self.close_request: int | None = None
@@ -192,10 +198,13 @@ class Host:
         except Exception as exc:  # its route fails it at open, and counts what it does not get
             log.error("sink host: cannot load sink %r: %r", spec.name, exc)
             sink = _Unloadable(spec, f"cannot be loaded in the sink host: {type(exc).__name__}: {exc}")
+        previous = self.resumed.get(spec.name)
+        if previous is not None:  # what the dead host wrote after its last record is cut off: sent again
+            resume_output(sink, previous.mark)
+            self.output_marks[spec.name] = previous.mark
         self.bus.add_sink(sink, name=spec.name, config=spec.config, isolate="none")
         route = self.bus._routes[-1]
         route.on_settled = self._record_progress
-        previous = self.resumed.get(route.name)
         if previous is not None:  # carry the dead host's counters on: the stats stay whole
             route.delivered, route.dropped = previous.delivered, dict(previous.dropped)
             if route.reducer is not None:
@@ -281,7 +290,11 @@ class Host:
                 break
             done, base = seq, n
         reduced = route.reducer.reduced if route.reducer is not None else 0
-        return Counts(done, settled - base, route.delivered, dict(route.dropped), reduced)
+        mark = current_mark(route)
+        if mark is None:  # writing a batch, not open, or no mark: the last one recorded stays
+            mark = self.output_marks.get(route.name)
+        self.output_marks[route.name] = mark
+        return Counts(done, settled - base, route.delivered, dict(route.dropped), reduced, mark)
 
     def _stats_body(self) -> bytes:
         """The sinks' stats, with the last batch they count: [received, {name: SinkStats}]."""

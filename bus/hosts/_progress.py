@@ -15,13 +15,16 @@ __all__ = ["Counts", "Progress", "read_progress"]
 
 class Counts(msgspec.Struct):
     """A route's settled state, as recorded for a successor: every batch up to `done` settled,
-    and `partial` of this route's events of batch done + 1; with the counters at that moment."""
+    and `partial` of this route's events of batch done + 1; with the counters at that moment, and
+    `mark`, where its sink's output ended with them (a file sink's `output_mark`): the successor
+    cuts the file back to it, so what a killed host wrote and had not recorded is not there twice."""
 
     done: int = 0
     partial: int = 0
     delivered: int = 0
     dropped: dict[str, int] = {}
     reduced: int = 0
+    mark: int | None = None  # None: the sink keeps no mark (or has not opened yet)
 
 
 class Progress:
