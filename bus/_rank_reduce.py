@@ -108,15 +108,20 @@ class RankReduce(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise InvalidConfig(f"max_open_steps must be an int >= 1, got {self.max_open_steps!r}")
 
     def reduction(self, name: str) -> RankReduction:
-        """The reduction of metric `name`: its own entry, else the first glob pattern that
-        matches it (in the order given), else `reduce`."""
+        """The reduction of metric `name`: `named(name)`, else `reduce`."""
+        how = self.named(name)
+        return self.reduce if how is None else how
+
+    def named(self, name: str) -> RankReduction | None:
+        """The reduction `metrics` gives `name`: its own entry, else the first glob pattern that
+        matches it (in the order given); None if none does."""
         how = self.metrics.get(name)
         if how is not None:
             return how
         for pattern, how in self.metrics.items():
             if fnmatch.fnmatchcase(name, pattern):
                 return how
-        return self.reduce
+        return None
 
 
 class MissingRank(msgspec.Struct, frozen=True):

@@ -11,7 +11,6 @@ training path.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -117,23 +116,13 @@ class MetricBusTracker(GeneralTracker):  # type: ignore[misc]
         if not numbers:
             return
         logger = self._logger()
-        new = {name: self._reduction(name) for name in numbers if name not in self._seen}
+        new = {name: self._reduce.named(name) for name in numbers if name not in self._seen}
         if new:
             self._seen.update(new)
             declared = {name: how for name, how in new.items() if how is not None}
             if declared and self._handle.origin.rank is not None:  # a rank's values: a reducer reads this
                 logger.publish(declare_reductions(declared, origin=self._handle.origin))
         self._handle.scalars(numbers, step)
-
-    def _reduction(self, name: str) -> RankReduction | None:
-        """The reduction `reduce` gives `name` (its own entry, else the first matching pattern)."""
-        how = self._reduce.get(name)
-        if how is not None:
-            return how
-        for pattern, how in self._reduce.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                return how
-        return None
 
     def finish(self) -> None:
         """Everything logged is written; a logger built here is closed (`end_training` calls this)."""
@@ -142,10 +131,9 @@ class MetricBusTracker(GeneralTracker):  # type: ignore[misc]
         self._seen = set()
 
 
-def _checked(reduce: Mapping[str, RankReduction]) -> dict[str, RankReduction]:
-    """`reduce` as a dict, every reduction checked (InvalidConfig names the one at fault)."""
+def _checked(reduce: Mapping[str, RankReduction]) -> RankReduce:
+    """`reduce` as the table a `RankReduce` keeps (`named` looks a name up in it), every reduction
+    checked (InvalidConfig names the one at fault)."""
     if not isinstance(reduce, Mapping):
         raise InvalidConfig(f"reduce must map metric names to reductions, got {type(reduce).__name__}")
-    table = dict(reduce)
-    RankReduce(world_size=1, metrics=table)  # raises InvalidConfig for a reduction it does not know
-    return table
+    return RankReduce(world_size=1, metrics=dict(reduce))
