@@ -77,40 +77,29 @@ class UnreachableSink(Sink):
         raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
 
 
-def _die_after_write(sink: DyingJsonlSink | DyingCsvSink) -> None:
-    """After the sink's write of its batch `die_at` returned: kill -9 the process it runs in (its
-    sink host), before the host can record that batch as written. Once: `marker` says it happened."""
-    sink.written += 1
-    if sink.written == sink.die_at and not sink.marker.exists():
-        sink.marker.touch()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class DyingJsonlSink(JsonlSink):
-    """A JSONL file whose host is killed right after the write of batch `die_at` (see `_die_after_write`)."""
+class _DiesAfterWrite:
+    """Kills the process it runs in (its sink host) right after the sink's write of batch
+    `die_at` returned, before the host can record that batch as written. Once: `marker` says it
+    happened. Mixed in before a file sink."""
 
     def __init__(self, path: Path, die_at: int, marker: Path) -> None:
-        super().__init__(path)
+        super().__init__(path)  # type: ignore[call-arg]
         self.die_at, self.marker, self.written = die_at, marker, 0
 
     async def write_batch(self, events: Sequence[Event]) -> None:
-        await super().write_batch(events)
-        _die_after_write(self)
+        await super().write_batch(events)  # type: ignore[misc]
+        self.written += 1
+        if self.written == self.die_at and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "die_at": self.die_at, "marker": self.marker, "written": 0}
+        return {**super().__getstate__(), "die_at": self.die_at, "marker": self.marker, "written": 0}  # type: ignore[misc]
 
 
-class DyingCsvSink(CsvSink):
-    """A long CSV file whose host is killed right after the write of batch `die_at` (see `_die_after_write`)."""
+class DyingJsonlSink(_DiesAfterWrite, JsonlSink):
+    """A JSONL file whose host is killed right after the write of batch `die_at`."""
 
-    def __init__(self, path: Path, die_at: int, marker: Path) -> None:
-        super().__init__(path)
-        self.die_at, self.marker, self.written = die_at, marker, 0
 
-    async def write_batch(self, events: Sequence[Event]) -> None:
-        await super().write_batch(events)
-        _die_after_write(self)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "die_at": self.die_at, "marker": self.marker, "written": 0}
+class DyingCsvSink(_DiesAfterWrite, CsvSink):
+    """A long CSV file whose host is killed right after the write of batch `die_at`."""
